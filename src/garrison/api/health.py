@@ -1,0 +1,22 @@
+"""GET /health: the one deliberately public route; reports the loaded models and their load."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from garrison import __version__
+from garrison.api.deps import ServiceDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health(service: ServiceDep) -> JSONResponse:
+    load = service.load_state()
+    models = [
+        {"id": m.id, "kind": m.kind, "quantization": m.quantization, "context_length": m.context_length,
+         **load.get(m.id, {})}
+        for m in service.registry
+    ]
+    return JSONResponse({"status": "ok", "version": __version__, "models": models})

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible surface: schemas, pure translators, and thin routers."""

@@ -1,0 +1,98 @@
+"""`garrison serve`: load the models and serve the OpenAI- and Ollama-compatible APIs."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from garrison.cli.common import ConfigOption, fail, settings_from_flags
+
+log = logging.getLogger("garrison")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    host: str = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port to bind (default 8400)."),
+    config: Path = ConfigOption,
+    home: Path = typer.Option(None, help="State directory (default ~/.garrison; env GARRISON_HOME)."),
+    env: str = typer.Option(None, help="Environment served: dev, staging or prod; only its keys are accepted."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="Disable API keys (refused unless bound to loopback)."),
+    threads: int = typer.Option(None, help="CPU threads for the engine (default: all cores)."),
+    context_length: int = typer.Option(None, "--context-length", help="Context window per sequence, tokens."),
+    max_concurrent: int = typer.Option(None, "--max-concurrent", help="Sequences decoded together."),
+    max_queue: int = typer.Option(None, "--max-queue", help="Requests allowed to wait; beyond it 503."),
+    n_gpu_layers: int = typer.Option(None, "--n-gpu-layers", help="Layers offloaded to the GPU (-1 = all)."),
+    no_embeddings: bool = typer.Option(False, "--no-embeddings", help="Do not serve the embedding model."),
+    no_default_model: bool = typer.Option(False, "--no-default-model", help="Serve only [[models]] from config."),
+    max_body_bytes: int = typer.Option(None, "--max-body-bytes", help="Largest request body (413 beyond)."),
+    log_level: str = typer.Option(None, "--log-level", help="debug, info, warning or error."),
+    log_format: str = typer.Option(None, "--log-format", help="text or json."),
+) -> None:
+    """Serve local models over OpenAI- and Ollama-compatible HTTP APIs."""
+    engine: dict[str, Any] = {k: v for k, v in {
+        "threads": threads, "context_length": context_length, "max_concurrent_sequences": max_concurrent,
+        "max_queue": max_queue, "n_gpu_layers": n_gpu_layers, "embeddings": False if no_embeddings else None,
+    }.items() if v is not None}
+    auth: dict[str, Any] = {k: v for k, v in {"env": env, "enabled": False if no_auth else None}.items()
+                            if v is not None}
+    settings = settings_from_flags(
+        config, host=host, port=port, home=home, log_level=log_level, log_format=log_format,
+        max_body_bytes=max_body_bytes, default_model=False if no_default_model else None,
+        engine=engine or None, auth=auth or None,
+    )
+    from garrison.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    if not settings.auth.enabled and not _is_loopback(settings.host):
+        fail(f"--no-auth is refused when binding {settings.host}: without keys, bind only to loopback", code=2)
+    run(settings)
+
+
+def run(settings: Any) -> None:
+    """Load everything (digest checks included), print how to connect, then serve until interrupted."""
+    import uvicorn
+
+    from garrison.api.app import create_app
+    from garrison.api.server import uvicorn_config
+    from garrison.errors import GarrisonError
+    from garrison.service import InferenceService
+
+    settings.ensure_home()
+    try:
+        security = None
+        if settings.auth.enabled:
+            from garrison.security import setup
+
+            security = setup(settings)
+        inference = InferenceService.from_settings(settings)
+    except GarrisonError as exc:
+        fail(exc.message, code=2)
+        return
+    for info in inference.registry:
+        log.info("serving %s (%s, %s, ctx %d)", info.id, info.kind, info.quantization, info.context_length)
+    if security is not None and getattr(security, "bootstrap_key", None):
+        typer.secho(
+            f"\nCreated the first admin API key (shown once; also saved to {settings.home / 'admin.key'}):\n"
+            f"  {security.bootstrap_key}\n", fg=typer.colors.YELLOW, err=True,
+        )
+    app = create_app(settings, inference, security)
+    auth_note = f"auth on, env {settings.auth.env}" if security is not None else "auth OFF (loopback only)"
+    typer.echo(f"garrison listening on http://{settings.host}:{settings.port}  ({auth_note})", err=True)
+    uvicorn.Server(uvicorn_config(app, settings)).run()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

@@ -1,0 +1,1 @@
+"""Engines behind a one-method protocol: embedded llama.cpp, ONNX embeddings, and plugins."""

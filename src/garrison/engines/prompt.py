@@ -1,0 +1,45 @@
+"""Prompt construction: the model's own chat template, and fill-in-the-middle from its FIM tokens."""
+
+from __future__ import annotations
+
+from garrison.domain import ChatMessage, GenerationRequest
+from garrison.errors import InvalidRequest
+from garrison.registry import ModelInfo
+
+# ChatML: used only when a GGUF carries no template at all.
+_FALLBACK_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content']"
+    " + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% endif %}"
+)
+
+
+def render_chat(info: ModelInfo, messages: list[ChatMessage]) -> tuple[str, list[str]]:
+    """Render messages through the model's Jinja chat template; returns (prompt, template stop strings)."""
+    from jinja2.exceptions import TemplateError
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(
+        template=info.chat_template or _FALLBACK_TEMPLATE,
+        eos_token=info.eos_token,
+        bos_token=info.bos_token,
+        add_generation_prompt=True,
+    )
+    try:
+        result = formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+    except TemplateError as exc:
+        raise InvalidRequest(f"the model's chat template rejected these messages: {exc}", param="messages") from exc
+    stops = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
+    return result.prompt, [s for s in stops if s]
+
+
+def build_prompt(info: ModelInfo, request: GenerationRequest) -> tuple[str, list[str]]:
+    """The exact text to tokenize for a request, plus stop strings the template implies."""
+    if request.messages is not None:
+        return render_chat(info, request.messages)
+    prompt = request.prompt or ""
+    if request.suffix is not None:
+        from garrison.engines.fim import fim_prompt
+
+        return fim_prompt(info, prompt, request.suffix), []
+    return prompt, []

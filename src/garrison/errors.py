@@ -1,0 +1,121 @@
+"""The one exception hierarchy. Surfaces map these to their own error bodies by type, never by message."""
+
+from __future__ import annotations
+
+
+class GarrisonError(Exception):
+    """Base of every error garrison raises on purpose; `status` is the HTTP status it maps to."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(GarrisonError):
+    """The request is malformed or asks for something the model cannot do (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt (plus requested output) does not fit the model's context window (400)."""
+
+    code = "context_length_exceeded"
+
+
+class Unauthenticated(GarrisonError):
+    """No valid credentials: missing, malformed, unknown, revoked, expired or wrong-environment key (401)."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GarrisonError):
+    """The caller is known but not allowed this route, model or data (403)."""
+
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class NotFound(GarrisonError):
+    """A named resource does not exist (404)."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    """The requested model id is not served here (404 naming it)."""
+
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model '{model}' does not exist or is not served here.", param="model")
+        self.model = model
+
+
+class NotImplementedByServer(GarrisonError):
+    """A route that garrison deliberately does not provide (501)."""
+
+    status = 501
+    type = "not_implemented"
+    code = "not_implemented"
+
+
+class PayloadTooLarge(GarrisonError):
+    """The request body exceeds the configured limit (413)."""
+
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class RateLimited(GarrisonError):
+    """A rate limit or token budget is exhausted (429 with Retry-After)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(0.0, retry_after)
+
+
+class Overloaded(GarrisonError):
+    """The admission queue is full (503 with Retry-After)."""
+
+    status = 503
+    type = "server_overloaded"
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ModelIntegrityError(GarrisonError):
+    """A model file's digest differs from the one pinned in configuration (refused at start-up)."""
+
+
+class ConfigError(GarrisonError):
+    """The configuration is invalid (reported at start-up, never at request time)."""
+
+
+class EngineError(GarrisonError):
+    """A genuine internal fault inside an engine (500, logged with its traceback)."""
+
+
+class AuditWriteError(GarrisonError):
+    """The audit record could not be made durable, so the request fails closed (500)."""
