@@ -16,9 +16,14 @@ from garrison.settings import Settings
 
 
 def build(settings: Settings):  # type: ignore[no-untyped-def]
-    """Load models and security, then build the app (the slow part of start-up)."""
+    """Load security and models (digests checked), then build the app: the slow part of start-up."""
+    security = None
+    if settings.auth.enabled:
+        from garrison.security import setup
+
+        security = setup(settings)
     inference = InferenceService.from_settings(settings)
-    return create_app(settings, inference)
+    return create_app(settings, inference, security)
 
 
 def uvicorn_config(app, settings: Settings, sock_port: int | None = None) -> uvicorn.Config:  # type: ignore[no-untyped-def]

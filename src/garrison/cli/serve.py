@@ -65,30 +65,23 @@ def run(settings: Any) -> None:
     """Load everything (digest checks included), print how to connect, then serve until interrupted."""
     import uvicorn
 
-    from garrison.api.app import create_app
-    from garrison.api.server import uvicorn_config
+    from garrison.api.server import build, uvicorn_config
     from garrison.errors import GarrisonError
-    from garrison.service import InferenceService
 
     settings.ensure_home()
     try:
-        security = None
-        if settings.auth.enabled:
-            from garrison.security import setup
-
-            security = setup(settings)
-        inference = InferenceService.from_settings(settings)
+        app = build(settings)
     except GarrisonError as exc:
         fail(exc.message, code=2)
         return
-    for info in inference.registry:
+    for info in app.state.inference.registry:
         log.info("serving %s (%s, %s, ctx %d)", info.id, info.kind, info.quantization, info.context_length)
-    if security is not None and getattr(security, "bootstrap_key", None):
+    security = app.state.security
+    if security is not None and security.bootstrap_key:
         typer.secho(
             f"\nCreated the first admin API key (shown once; also saved to {settings.home / 'admin.key'}):\n"
             f"  {security.bootstrap_key}\n", fg=typer.colors.YELLOW, err=True,
         )
-    app = create_app(settings, inference, security)
     auth_note = f"auth on, env {settings.auth.env}" if security is not None else "auth OFF (loopback only)"
     typer.echo(f"garrison listening on http://{settings.host}:{settings.port}  ({auth_note})", err=True)
     uvicorn.Server(uvicorn_config(app, settings)).run()

@@ -1,0 +1,52 @@
+"""Model registry: pinned digests, GGUF metadata, lookups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from garrison.errors import ConfigError, ModelIntegrityError, ModelNotFound
+from garrison.registry import build_registry, embedded_model_path, load_model, sha256_file
+from garrison.settings import ModelConfig, load_settings
+
+
+@pytest.fixture(scope="module")
+def gguf() -> Path:
+    return embedded_model_path()
+
+
+def test_embedded_model_metadata(gguf: Path, tmp_path: Path) -> None:
+    info = load_model(ModelConfig(id="m", path=gguf), load_settings(home=tmp_path))
+    assert info.quantization == "Q4_1" and info.architecture == "llama"
+    assert info.train_context_length == 8192 and info.context_length == 4096
+    assert info.chat_template and "<|im_start|>" in info.chat_template
+    assert info.fim is None and info.eos_token == "<|im_end|>"
+
+
+def test_pinned_digest_mismatch_is_refused(gguf: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelIntegrityError, match="pins"):
+        load_model(ModelConfig(id="m", path=gguf, sha256="0" * 64), load_settings(home=tmp_path))
+
+
+def test_pinned_digest_match_is_accepted(gguf: Path, tmp_path: Path) -> None:
+    info = load_model(ModelConfig(id="m", path=gguf, sha256=sha256_file(gguf)), load_settings(home=tmp_path))
+    assert info.sha256 == sha256_file(gguf)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_model(ModelConfig(id="m", path=tmp_path / "nope.gguf"), load_settings(home=tmp_path))
+
+
+def test_registry_lookup_by_kind(tmp_path: Path) -> None:
+    registry = build_registry(load_settings(home=tmp_path))
+    assert registry.ids("generate") == ["smollm2-135m-instruct"]
+    assert registry.ids("embed") == ["all-minilm-l6-v2"]
+    with pytest.raises(ModelNotFound, match="all-minilm-l6-v2"):
+        registry.get("all-minilm-l6-v2", "generate")
+
+
+def test_context_length_is_capped_by_the_model(gguf: Path, tmp_path: Path) -> None:
+    info = load_model(ModelConfig(id="m", path=gguf, context_length=100_000), load_settings(home=tmp_path))
+    assert info.context_length == 8192
