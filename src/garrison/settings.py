@@ -61,6 +61,16 @@ class AuthSettings(BaseModel):
     env: Literal["dev", "staging", "prod"] = Field(
         default="dev", description="The environment this server serves; only keys of it are accepted."
     )
+    public_paths: list[str] = Field(
+        default_factory=lambda: ["/health"], description="Paths served without an API key (exact match)."
+    )
+    secret_file: Path | None = Field(
+        default=None,
+        description="HMAC secret for key hashes and audit signatures (default: GARRISON_HOME/server.secret).",
+    )
+    admin_key_file: Path | None = Field(
+        default=None, description="File for the first admin key, 0600 (default: GARRISON_HOME/admin.key)."
+    )
 
 
 class AuditSettings(BaseModel):
@@ -68,6 +78,9 @@ class AuditSettings(BaseModel):
 
     content: Literal["none", "hash", "full"] = Field(
         default="none", description="Store prompts/responses: not at all, as SHA-256, or in full."
+    )
+    exclude_paths: list[str] = Field(
+        default_factory=lambda: ["/health"], description="Paths left out of the audit log (liveness probes)."
     )
 
 

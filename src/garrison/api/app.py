@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 
 from garrison import __version__
-from garrison.api import health
+from garrison.api import admin, health
+from garrison.api.access import RequestContextMiddleware
 from garrison.api.errors import install_error_handlers
 from garrison.api.limits import BodyLimitMiddleware
+from garrison.api.ollama import router as ollama_router
 from garrison.api.openai import router as openai_router
+from garrison.security import Security
 from garrison.service import InferenceService
 from garrison.settings import Settings
 
 
-def create_app(settings: Settings, inference: InferenceService, security: Any = None) -> FastAPI:
-    """Build the HTTP app over an already-loaded inference service (and security, when auth is on)."""
+def create_app(settings: Settings, inference: InferenceService, security: Security | None = None) -> FastAPI:
+    """Build the HTTP app over a loaded inference service; `security` None serves without auth or audit."""
     app = FastAPI(
         title="garrison",
         version=__version__,
@@ -31,5 +32,8 @@ def create_app(settings: Settings, inference: InferenceService, security: Any = 
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(openai_router.router)
+    app.include_router(ollama_router.router)
+    app.include_router(admin.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)  # outermost: every response gets an id and an audit record
     return app

@@ -27,6 +27,8 @@ class RequestContext:
     prompt_text: str | None = None
     response_text: str | None = None
     status: int | None = None
+    authorized: bool = False  # access.authorize passed scope, model and quota checks
+    reserved_tokens: int = 0  # tokens admit() reserved; settled against the actual count at the end
 
     def deny(self, reason: str) -> None:
         self.decision = "deny"
@@ -35,7 +37,7 @@ class RequestContext:
 
 def get_context(request: Request) -> RequestContext:
     """The context the request-context middleware attached to this request."""
-    ctx = request.scope.get("state", {}).get("ctx")
+    ctx: RequestContext | None = request.scope.get("state", {}).get("ctx")
     if ctx is None:  # a route mounted without the middleware (unit tests of a bare router)
         ctx = RequestContext(
             request_id="-", route=request.url.path, method=request.method,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 
+from garrison.api import access
 from garrison.service import InferenceService
 
 
@@ -16,10 +17,5 @@ def get_service(request: Request) -> InferenceService:
 ServiceDep = Annotated[InferenceService, Depends(get_service)]
 
 
-async def authorize(request: Request, scope: str, model: str | None = None, estimated_tokens: int = 0) -> Any:
-    """Authenticate, authorize and admit the caller before any engine work; no-op when auth is off."""
-    if getattr(request.app.state, "security", None) is None:
-        return None
-    from garrison.api import access
-
-    return await access.authorize(request, scope, model=model, estimated_tokens=estimated_tokens)
+# Routers call this one function after parsing the body and before any engine work.
+authorize = access.authorize

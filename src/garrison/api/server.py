@@ -17,11 +17,9 @@ from garrison.settings import Settings
 
 def build(settings: Settings):  # type: ignore[no-untyped-def]
     """Load security and models (digests checked), then build the app: the slow part of start-up."""
-    security = None
-    if settings.auth.enabled:
-        from garrison.security import setup
+    from garrison.security import setup
 
-        security = setup(settings)
+    security = setup(settings)
     inference = InferenceService.from_settings(settings)
     return create_app(settings, inference, security)
 
@@ -62,3 +60,5 @@ def background_server(settings: Settings, app=None) -> Iterator[str]:  # type: i
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        if getattr(app.state, "security", None) is not None:
+            app.state.security.close()

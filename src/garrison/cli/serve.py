@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,15 +11,6 @@ import typer
 from garrison.cli.common import ConfigOption, fail, settings_from_flags
 
 log = logging.getLogger("garrison")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(
@@ -56,7 +46,9 @@ def serve(
     from garrison.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    if not settings.auth.enabled and not _is_loopback(settings.host):
+    from garrison.security import is_loopback
+
+    if not settings.auth.enabled and not is_loopback(settings.host):
         fail(f"--no-auth is refused when binding {settings.host}: without keys, bind only to loopback", code=2)
     run(settings)
 
@@ -76,15 +68,20 @@ def run(settings: Any) -> None:
         return
     for info in app.state.inference.registry:
         log.info("serving %s (%s, %s, ctx %d)", info.id, info.kind, info.quantization, info.context_length)
+    from garrison.security import admin_key_path
+
     security = app.state.security
-    if security is not None and security.bootstrap_key:
+    if security.bootstrap_key:
         typer.secho(
-            f"\nCreated the first admin API key (shown once; also saved to {settings.home / 'admin.key'}):\n"
+            f"\nCreated the first admin API key (shown once; also saved to {admin_key_path(settings)}):\n"
             f"  {security.bootstrap_key}\n", fg=typer.colors.YELLOW, err=True,
         )
-    auth_note = f"auth on, env {settings.auth.env}" if security is not None else "auth OFF (loopback only)"
+    auth_note = f"auth on, env {settings.auth.env}" if security.auth_enabled else "auth OFF (loopback only)"
     typer.echo(f"garrison listening on http://{settings.host}:{settings.port}  ({auth_note})", err=True)
-    uvicorn.Server(uvicorn_config(app, settings)).run()
+    try:
+        uvicorn.Server(uvicorn_config(app, settings)).run()
+    finally:
+        security.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -93,13 +93,13 @@ async def embeddings(body: EmbeddingsRequest, request: Request, service: Service
 
 @router.get("/models")
 async def list_models(request: Request, service: ServiceDep) -> JSONResponse:
-    await authorize(request, "models")
+    await authorize(request, None)
     data = [translate.to_openai_model(m.id, m.path.stat().st_mtime) for m in service.registry]
     return JSONResponse({"object": "list", "data": data})
 
 
 @router.get("/models/{model_id}")
 async def get_model(model_id: str, request: Request, service: ServiceDep) -> JSONResponse:
-    await authorize(request, "models")
+    await authorize(request, None)
     info = service.model(model_id)
     return JSONResponse(translate.to_openai_model(info.id, info.path.stat().st_mtime))

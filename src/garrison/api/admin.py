@@ -1,0 +1,153 @@
+"""The admin API under /admin/ (admin scope): keys create/list/revoke/rotate, usage, audit query, verify."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, cast
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from garrison.api.access import authorize
+from garrison.api.context import get_context
+from garrison.errors import PermissionDenied
+from garrison.security import Security
+from garrison.security.principal import ANY_MODEL, DEFAULT_SCOPES, Limits
+from garrison.store.times import parse_duration, parse_expiry, parse_when, utc_day
+
+Environment = Literal["dev", "staging", "prod"]
+Scope = Literal["chat", "completions", "embeddings", "admin"]
+Clearance = Literal["public", "internal", "confidential", "restricted"]
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+_NO_STORE = {"cache-control": "no-store"}
+
+
+async def _admin(request: Request) -> Security:
+    """The Security of an admin-scoped caller (403 while auth is off: keys are then managed by the CLI)."""
+    security: Security | None = getattr(request.app.state, "security", None)
+    if security is None or not security.auth_enabled:
+        error = PermissionDenied(
+            "the admin API is off while auth is disabled; use the garrison CLI on the server"
+        )
+        get_context(request).deny(error.message)
+        raise error
+    await authorize(request, "admin")
+    return security
+
+
+Admin = Annotated[Security, Depends(_admin)]
+
+
+class KeyCreate(BaseModel):
+    """A new API key's name, environment, permissions and limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    env: Environment | None = Field(default=None, description="Defaults to the server's environment.")
+    models: list[str] = Field(default_factory=lambda: [ANY_MODEL], min_length=1)
+    scopes: list[Scope] = Field(default_factory=lambda: cast(list[Scope], list(DEFAULT_SCOPES)), min_length=1)
+    clearance: Clearance = "public"
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    daily_tokens: int | None = Field(default=None, ge=1)
+    expires: str | None = Field(default=None, description="A duration such as 30d, or a date YYYY-MM-DD.")
+
+
+class KeyRotate(BaseModel):
+    """How long the old secret keeps working after rotation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grace: str | None = Field(
+        default=None, description="A duration such as 10m; none: the old secret stops now."
+    )
+
+
+@router.post("/keys", status_code=201)
+def create_key(body: KeyCreate, security: Admin) -> JSONResponse:
+    """Create a key; the response is the only time its secret is shown."""
+    now = security.guard.clock()
+    issued = security.keys.create(
+        name=body.name,
+        env=body.env or security.env,
+        scopes=body.scopes,
+        models=body.models,
+        clearance=body.clearance,
+        limits=Limits(body.rpm, body.tpm, body.daily_tokens),
+        expires_at=parse_expiry(body.expires, now) if body.expires else None,
+    )
+    return JSONResponse(issued.to_dict(now), status_code=201, headers=_NO_STORE)
+
+
+@router.get("/keys")
+def list_keys(security: Admin) -> dict[str, Any]:
+    """Every key with its status; never a secret."""
+    now = security.guard.clock()
+    return {"object": "list", "data": [k.to_dict(now) for k in security.keys.all()]}
+
+
+@router.get("/keys/{key_id}")
+def get_key(key_id: str, security: Admin) -> dict[str, Any]:
+    """One key (404 when unknown)."""
+    return security.keys.get(key_id).to_dict(security.guard.clock())
+
+
+@router.post("/keys/{key_id}/revoke")
+def revoke_key(key_id: str, security: Admin) -> dict[str, Any]:
+    """Revoke a key now."""
+    return security.keys.revoke(key_id).to_dict(security.guard.clock())
+
+
+@router.post("/keys/{key_id}/rotate")
+def rotate_key(key_id: str, security: Admin, body: KeyRotate | None = None) -> JSONResponse:
+    """Give a key a new secret, optionally keeping the old one for a grace period."""
+    grace = parse_duration(body.grace) if body and body.grace else 0.0
+    issued = security.keys.rotate(key_id, grace)
+    return JSONResponse(issued.to_dict(security.guard.clock()), headers=_NO_STORE)
+
+
+@router.get("/usage")
+def usage(
+    security: Admin,
+    key: str | None = None,
+    since: Annotated[str | None, Query(description="First day, YYYY-MM-DD.")] = None,
+    until: Annotated[str | None, Query(description="Day after the last, YYYY-MM-DD.")] = None,
+) -> dict[str, Any]:
+    """Requests and tokens per key, model and UTC day."""
+    rows = security.usage.rows(
+        key_id=key,
+        since=utc_day(parse_when(since)) if since else None,
+        until=utc_day(parse_when(until)) if until else None,
+    )
+    return {"object": "list", "data": [r.to_dict() for r in rows]}
+
+
+@router.get("/audit")
+def audit(
+    security: Admin,
+    key: str | None = None,
+    decision: Literal["allow", "deny"] | None = None,
+    since: Annotated[str | None, Query(description="Date or ISO date-time (inclusive).")] = None,
+    until: Annotated[str | None, Query(description="Date or ISO date-time (exclusive).")] = None,
+    after: Annotated[int, Query(ge=0, description="Return records after this seq (paging).")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Audit records in seq order; page with `after` = the last seq seen."""
+    records = security.audit.query(
+        since=parse_when(since) if since else None,
+        until=parse_when(until) if until else None,
+        key_id=key,
+        decision=decision,
+        after_seq=after,
+        limit=limit,
+    )
+    return {"object": "list", "data": records, "last_seq": records[-1]["seq"] if records else after}
+
+
+@router.get("/audit/verify")
+def verify_audit(security: Admin) -> dict[str, Any]:
+    """Recompute the audit chain and its signatures; names the first bad record."""
+    result = security.audit.verify()
+    return {**result.to_dict(), "message": result.describe()}

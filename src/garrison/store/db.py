@@ -1,0 +1,140 @@
+"""The one store: SQLite under GARRISON_HOME (WAL, migrations); its URL setting leaves room for PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from garrison.errors import ConfigError
+from garrison.settings import Settings
+from garrison.store.migrate import migrate
+
+Params = Sequence[Any]
+
+
+class Store:
+    """A thread-safe database handle: one SQLite connection per thread, explicit write transactions.
+
+    SQL stays portable (`?` placeholders aside): standard DDL, `ON CONFLICT ... DO UPDATE`, ISO-8601 text
+    timestamps, so a PostgreSQL implementation can sit behind the same methods.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
+        self.path = path
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        _create_private_file(path)
+        migrate(self)
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened in WAL mode with synchronous=FULL (each commit is fsynced)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and not self._closed:
+            return conn
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self._connections.append(conn)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken up front (BEGIN IMMEDIATE), committed durably or rolled back.
+
+        Nested use on the same thread joins the open transaction: the outermost one commits, so every
+        write this thread makes meanwhile (through any component) lands atomically with it.
+        """
+        conn = self.connection()
+        if conn.in_transaction:
+            yield conn
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement (its own transaction unless this thread has one open); returns rows changed."""
+        return self.connection().execute(sql, params).rowcount
+
+    def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        """All rows of a query."""
+        return self.connection().execute(sql, params).fetchall()
+
+    def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        """The first row of a query, or None."""
+        row: sqlite3.Row | None = self.connection().execute(sql, params).fetchone()
+        return row
+
+    def iterate(self, sql: str, params: Params = ()) -> Iterator[sqlite3.Row]:
+        """Rows of a query, streamed (for exports and verification of long logs)."""
+        yield from self.connection().execute(sql, params)
+
+    def close(self) -> None:
+        """Close every connection this store opened, in every thread."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite does, so it and its -wal/-shm files stay private."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def open_store(settings: Settings) -> Store:
+    """The store named by `settings.database_url` (default: SQLite at `settings.sqlite_path`)."""
+    url = settings.database_url
+    if not url:
+        settings.ensure_home()
+        return Store(settings.sqlite_path)
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme == "sqlite":
+        return Store(sqlite_path_from_url(url))
+    if scheme in ("postgres", "postgresql"):
+        raise ConfigError(
+            "database_url names PostgreSQL, which garrison's store does not support yet; "
+            "leave database_url unset (SQLite under GARRISON_HOME) or use sqlite:///PATH"
+        )
+    # The URL itself is not echoed: it may carry a password.
+    raise ConfigError(f"database_url has an unsupported scheme '{scheme}'; use sqlite:///PATH")
+
+
+def sqlite_path_from_url(url: str) -> Path:
+    """The file of a SQLAlchemy-style SQLite URL: sqlite:///relative/to/cwd.db or sqlite:////absolute.db."""
+    _, sep, rest = url.partition(":///")
+    path = rest.split("?", 1)[0]
+    if not sep or not path or path == ":memory:":
+        raise ConfigError(
+            "a SQLite database_url must name a file: sqlite:///PATH (relative) or sqlite:////PATH"
+        )
+    return Path(path).expanduser().resolve()

@@ -1,0 +1,73 @@
+"""Access control and audit through the real server: real model, real SQLite, the openai SDK."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+pytestmark = pytest.mark.model
+
+MODEL = "smollm2-135m-instruct"
+EMBED_MODEL = "all-minilm-l6-v2"
+
+
+def _new_key(live_server, **fields) -> str:
+    response = httpx.post(f"{live_server.url}/admin/keys", headers=live_server.headers, timeout=30,
+                          json={"name": "live-test", **fields})
+    assert response.status_code == 201, response.text
+    return response.json()["key"]
+
+
+def _client(live_server, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=live_server.openai_base, api_key=key, max_retries=0, timeout=120)
+
+
+def test_every_route_but_health_needs_a_key(live_server) -> None:
+    assert httpx.get(f"{live_server.url}/health").status_code == 200
+    for method, path in (("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("POST", "/v1/embeddings"),
+                         ("GET", "/admin/keys"), ("GET", "/api/tags")):
+        response = httpx.request(method, f"{live_server.url}{path}", json={}, timeout=30)
+        assert response.status_code == 401, path
+        assert "x-request-id" in response.headers
+
+
+def test_scoped_key_gets_403_before_any_engine_work(live_server) -> None:
+    key = _new_key(live_server, scopes=["embeddings"], models=[EMBED_MODEL])
+    client = _client(live_server, key)
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    vectors = client.embeddings.create(model=EMBED_MODEL, input="allowed")
+    assert len(vectors.data[0].embedding) == 384
+
+
+def test_revoked_key_is_401(live_server) -> None:
+    created = httpx.post(f"{live_server.url}/admin/keys", headers=live_server.headers, timeout=30,
+                         json={"name": "to-revoke", "scopes": ["chat"], "models": ["*"]}).json()
+    client = _client(live_server, created["key"])
+    assert client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                          max_tokens=2).choices
+    revoked = httpx.post(f"{live_server.url}/admin/keys/{created['id']}/revoke", headers=live_server.headers)
+    assert revoked.status_code == 200
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+
+
+def test_each_request_allowed_or_denied_leaves_one_chained_record(live_server) -> None:
+    audit = live_server.app.state.security.audit
+    before = audit.count()
+    last_seq = max((r["seq"] for r in audit.query(limit=None)), default=0)
+    good = _client(live_server, live_server.api_key)
+    good.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    list(good.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3,
+                                      stream=True))
+    with pytest.raises(openai.AuthenticationError):
+        _client(live_server, "gsk_dev_not-a-real-key").models.list()
+    with pytest.raises(openai.NotFoundError):
+        good.chat.completions.create(model="missing", messages=[{"role": "user", "content": "hi"}])
+    assert audit.count() == before + 4
+    records = audit.query(after_seq=last_seq, limit=None)
+    assert [r["status"] for r in records] == [200, 200, 401, 404]
+    assert [r["decision"] for r in records][:3] == ["allow", "allow", "deny"]
+    assert records[0]["completion_tokens"] == 3 and records[1]["completion_tokens"] == 3
+    assert audit.verify().ok
