@@ -65,7 +65,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(GarrisonError)
     async def _garrison(request: Request, exc: GarrisonError) -> JSONResponse:
-        if exc.status >= 500:
+        if exc.status >= 500 and exc.status != 501:  # 501 is a deliberate answer, not a fault
             log.error("request %s failed: %s", request.url.path, exc.message)
         return error_response(request.url.path, exc)
 

@@ -1,0 +1,1 @@
+"""The Ollama-compatible surface: schemas, pure translators, and thin routers."""
