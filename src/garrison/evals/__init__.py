@@ -1,0 +1,1 @@
+"""`garrison eval`: prompt suites with verifiable checks, run against OpenAI-compatible targets."""
