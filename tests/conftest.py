@@ -32,6 +32,13 @@ class LiveServer:
         return {"Authorization": f"Bearer {self.api_key}"}
 
 
+@pytest.fixture(autouse=True)
+def _isolated_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI commands export GARRISON_CONFIG for their process; never let one test's leak into the next."""
+    monkeypatch.setenv("GARRISON_CONFIG", "")
+    monkeypatch.delenv("GARRISON_CONFIG")
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The real server with the embedded model; started once, shared by every model test."""

@@ -88,14 +88,20 @@ def test_ctrl_c_writes_what_was_measured(
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     args = ["bench", "--url", scripted_server, "--model", "ttft=20,itl=2,tokens=4", "--requests", "100000"]
     args += ["--warmup", "0", "--out", str(tmp_path)]
+    already = len(truth())  # the scripted server is shared with earlier tests
     process = subprocess.Popen(
         [sys.executable, "-c", APP, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    deadline = time.monotonic() + 30
-    while len(truth()) < 5 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        while len(truth()) < already + 5 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert process.returncode == 130, stderr.decode()
     doc = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert doc["interrupted"] is True
