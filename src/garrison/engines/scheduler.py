@@ -1,0 +1,385 @@
+"""Continuous batching: one decode thread steps all llama.cpp contexts; sequences join/leave between steps.
+
+Each step of a context builds one `llama_batch`: the next token of every decoding sequence, plus prompt
+chunks of newly admitted sequences (oldest first, a bounded number of rows each) up to the step's token
+budget, so a long prompt is prefilled over several steps while everyone else keeps streaming. Tokens go
+in slot order, which lets llama.cpp put consecutive sequence ids into one pass. After `llama_decode`,
+each sequence whose logits were computed samples with its own native sampler chain, and its events go
+back to the event loop that asked for them, one hand-off per loop per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+
+from garrison.domain import FinishReason, GenerationDone, GenerationEvent, Timings, TokenDelta, Usage
+from garrison.engines.kvcache import Slot, SlotTable
+from garrison.engines.sampling import SamplerChain
+from garrison.engines.text import TextStream
+from garrison.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+Outcome = GenerationEvent | BaseException
+
+
+@dataclass(eq=False, slots=True)
+class Sequence:
+    """One generation inside the scheduler: prompt, sampler, progress, and the queue its events go to."""
+
+    request_id: str
+    prompt: list[int]
+    budget: int
+    sampler: SamplerChain
+    text: TextStream
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Outcome]
+    submitted_ns: int = field(default_factory=time.perf_counter_ns)
+    cancelled: bool = False
+    finished: bool = False
+    slot: Slot | None = None
+    cached: int = 0
+    n_prompt_done: int = 0  # prompt tokens whose KV is in the slot (cached + prefilled)
+    n_generated: int = 0
+    next_token: int = -1  # sampled, to be fed in the next step
+    pending_tokens: int = 0  # sampled tokens not yet reported in a TokenDelta
+    admitted_ns: int = 0
+    first_token_ns: int = 0
+    outbox: list[Outcome] = field(default_factory=list)
+
+    @property
+    def decoding(self) -> bool:
+        return self.n_prompt_done >= len(self.prompt)
+
+
+@dataclass(slots=True)
+class Counters:
+    """Monotonic totals since start, for metrics."""
+
+    requests: int = 0
+    tokens_prefilled: int = 0
+    tokens_generated: int = 0
+    prefix_hits: int = 0
+    prefix_tokens: int = 0
+    steps: int = 0
+    running_peak: int = 0
+    step_ns: int = 0  # whole steps on the decode thread
+    decode_ns: int = 0  # inside llama_decode
+    sample_ns: int = 0  # inside the native samplers
+
+
+def _deliver(items: list[tuple[asyncio.Queue[Outcome], list[Outcome]]]) -> None:
+    """Runs on the requester's event loop: hand one step's events to their queues."""
+    for queue, events in items:
+        for event in events:
+            queue.put_nowait(event)
+
+
+class BatchScheduler:
+    """Admits, batches, decodes and samples the sequences of one llama.cpp context (decode thread only)."""
+
+    def __init__(
+        self,
+        *,
+        ctx: Any,
+        memory: Any,
+        n_slots: int,
+        n_batch: int,
+        rows_per_sequence: int,
+        prefix_cache: bool,
+        piece: Callable[[int], bytes],
+        eog: frozenset[int],
+        name: str,
+    ) -> None:
+        self.name = name
+        self._ctx = ctx
+        self._slots = SlotTable(memory, n_slots, prefix_cache=prefix_cache)
+        self._n_batch = n_batch
+        self._rows_per_sequence = max(1, min(rows_per_sequence, n_batch))
+        self._piece = piece
+        self._eog = eog
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._inbox: deque[Sequence] = deque()
+        self._waiting: deque[Sequence] = deque()
+        self._running: list[Sequence] = []
+        self._dirty: list[Sequence] = []
+        self.counters = Counters()
+        self.wake: Callable[[], None] = lambda: None
+
+    # -- called from any thread ------------------------------------------------------------------
+
+    def submit(self, seq: Sequence) -> None:
+        """Queue a sequence; it is admitted FIFO as soon as a slot is free."""
+        self._inbox.append(seq)
+        self.wake()
+
+    def cancel(self, seq: Sequence) -> None:
+        """Cancel a sequence; its slot is freed before the next decode step."""
+        if not seq.finished:
+            seq.cancelled = True
+            self.wake()
+
+    def has_work(self) -> bool:
+        """Whether anything is queued, waiting or running (the decode loop sleeps otherwise)."""
+        return bool(self._inbox or self._waiting or self._running)
+
+    def metrics(self) -> dict[str, int]:
+        """A snapshot of the scheduler's load and totals."""
+        c = self.counters
+        return {
+            "slots": len(self._slots.slots),
+            "running": len(self._running),
+            "waiting": len(self._waiting) + len(self._inbox),
+            "requests_total": c.requests,
+            "tokens_prefilled_total": c.tokens_prefilled,
+            "tokens_generated_total": c.tokens_generated,
+            "kv_cells_used": self._slots.cells_used,
+            "prefix_cache_hits_total": c.prefix_hits,
+            "prefix_cache_tokens_total": c.prefix_tokens,
+            "decode_steps_total": c.steps,
+            "running_peak": c.running_peak,
+            "step_ns_total": c.step_ns,
+            "decode_ns_total": c.decode_ns,
+            "sample_ns_total": c.sample_ns,
+        }
+
+    # -- decode thread only ------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """One scheduling round: take arrivals, drop cancelled work, admit, decode one batch, deliver."""
+        started = time.perf_counter_ns()
+        try:
+            while self._inbox:
+                self._waiting.append(self._inbox.popleft())
+            self._reap()
+            self._admit()
+            if self._running:
+                self._decode_step()
+        except Exception:  # noqa: BLE001 - every sequence of the context is failed, the loop lives on
+            log.exception("llama engine %s failed a decode step", self.name)
+            self._fail_all(EngineError("the engine failed while generating"))
+        finally:
+            self._flush()
+            self.counters.step_ns += time.perf_counter_ns() - started
+
+    def _reap(self) -> None:
+        if any(seq.cancelled for seq in self._waiting):
+            kept = deque[Sequence]()
+            for seq in self._waiting:
+                if seq.cancelled:
+                    self._close(seq)
+                else:
+                    kept.append(seq)
+            self._waiting = kept
+        for seq in [s for s in self._running if s.cancelled]:
+            self._retire(seq)
+
+    def _admit(self) -> None:
+        while self._waiting:
+            placement = self._slots.acquire(self._waiting[0].prompt)
+            if placement is None:
+                return
+            seq = self._waiting.popleft()
+            seq.slot = placement.slot
+            seq.cached = seq.n_prompt_done = placement.cached
+            seq.admitted_ns = time.perf_counter_ns()
+            self._running.append(seq)
+            c = self.counters
+            c.requests += 1
+            c.running_peak = max(c.running_peak, len(self._running))
+            if placement.cached:
+                c.prefix_hits += 1
+                c.prefix_tokens += placement.cached
+
+    def _decode_step(self) -> None:
+        """Decode one batch: every decoding sequence's next token plus prompt chunks, in slot order."""
+        budget = self._n_batch - sum(1 for seq in self._running if seq.decoding)
+        chunks: dict[Sequence, int] = {}
+        for seq in self._running:  # admission order: the oldest prompt is prefilled first
+            if budget <= 0:
+                break
+            if not seq.decoding:
+                chunks[seq] = n = min(len(seq.prompt) - seq.n_prompt_done, self._rows_per_sequence, budget)
+                budget -= n
+        batch = self._batch
+        batch.n_tokens = 0
+        samplers: list[tuple[Sequence, int]] = []
+        fed: list[tuple[Sequence, list[int]]] = []
+        for seq in sorted(self._running, key=lambda s: _slot(s).seq_id):
+            slot = _slot(seq)
+            if seq.decoding:
+                samplers.append((seq, self._add(seq.next_token, len(slot.tokens), slot.seq_id, True)))
+                fed.append((seq, [seq.next_token]))
+            elif seq in chunks:
+                start = seq.n_prompt_done
+                chunk = seq.prompt[start : start + chunks[seq]]
+                last = len(seq.prompt) - 1
+                index = -1
+                for offset, token in enumerate(chunk):
+                    index = self._add(token, start + offset, slot.seq_id, start + offset == last)
+                if start + len(chunk) > last:
+                    samplers.append((seq, index))
+                fed.append((seq, chunk))
+        decode_started = time.perf_counter_ns()
+        status = llama_cpp.llama_decode(self._ctx, batch)
+        self.counters.decode_ns += time.perf_counter_ns() - decode_started
+        if status != 0:
+            raise EngineError(f"llama_decode returned {status} for a batch of {batch.n_tokens} tokens")
+        self.counters.steps += 1
+        for seq, tokens in fed:
+            self._slots.append(_slot(seq), tokens)
+            if not seq.decoding:
+                seq.n_prompt_done += len(tokens)
+                self.counters.tokens_prefilled += len(tokens)
+        sample_started = time.perf_counter_ns()
+        sampled = [(seq, seq.sampler.sample(self._ctx, index)) for seq, index in samplers]
+        self.counters.sample_ns += time.perf_counter_ns() - sample_started
+        for seq, token in sampled:
+            self._accept(seq, token)
+
+    def _add(self, token: int, pos: int, seq_id: int, logits: bool) -> int:
+        batch = self._batch
+        i = batch.n_tokens
+        batch.token[i] = token
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq_id
+        batch.logits[i] = logits
+        batch.n_tokens = i + 1
+        return i
+
+    def _accept(self, seq: Sequence, token: int) -> None:
+        """Apply one sampled token: stop on end-of-generation, stream safe text, stop strings, budget."""
+        if not seq.first_token_ns:
+            seq.first_token_ns = time.perf_counter_ns()
+        if token in self._eog:
+            self._finish(seq, "stop")
+            return
+        seq.n_generated += 1
+        seq.pending_tokens += 1
+        self.counters.tokens_generated += 1
+        result = seq.text.feed(self._piece(token))
+        if result.text:
+            self._emit(seq, TokenDelta(result.text, seq.pending_tokens))
+            seq.pending_tokens = 0
+        if result.stopped:
+            self._finish(seq, "stop")
+        elif seq.n_generated >= seq.budget:
+            self._finish(seq, "length")
+        else:
+            seq.next_token = token
+
+    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+        tail = seq.text.finish()
+        if tail or seq.pending_tokens:
+            self._emit(seq, TokenDelta(tail, seq.pending_tokens))
+            seq.pending_tokens = 0
+        end = time.perf_counter_ns()
+        first = seq.first_token_ns or end
+        self._emit(seq, GenerationDone(
+            finish_reason=reason,
+            usage=Usage(prompt_tokens=len(seq.prompt), completion_tokens=seq.n_generated,
+                        cached_tokens=seq.cached),
+            timings=Timings(
+                queued_ns=seq.admitted_ns - seq.submitted_ns,
+                prompt_eval_ns=first - seq.admitted_ns,
+                eval_ns=end - first,
+                total_ns=end - seq.admitted_ns,
+            ),
+        ))
+        self._retire(seq)
+
+    def _retire(self, seq: Sequence) -> None:
+        """Take a sequence out of the batch: its slot is free again, its KV stays for prefix reuse."""
+        self._running.remove(seq)
+        if seq.slot is not None:
+            self._slots.release(seq.slot)
+            seq.slot = None
+        self._close(seq)
+
+    def _close(self, seq: Sequence) -> None:
+        seq.finished = True
+        seq.sampler.close()
+
+    def _fail_all(self, error: EngineError) -> None:
+        """Fail every admitted or waiting sequence and start from an empty KV cache."""
+        for seq in [*self._running, *self._waiting]:
+            if not seq.finished:
+                self._emit(seq, error)
+                self._close(seq)
+        self._running.clear()
+        self._waiting.clear()
+        self._slots.reset()
+
+    def _emit(self, seq: Sequence, event: Outcome) -> None:
+        if seq.cancelled:
+            return
+        if not seq.outbox:
+            self._dirty.append(seq)
+        seq.outbox.append(event)
+
+    def _flush(self) -> None:
+        """Hand this step's events to their event loops: one thread-safe call per loop."""
+        if not self._dirty:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[Sequence]] = {}
+        for seq in self._dirty:
+            by_loop.setdefault(seq.loop, []).append(seq)
+        self._dirty.clear()
+        for loop, seqs in by_loop.items():
+            items = [(seq.queue, seq.outbox) for seq in seqs]
+            for seq in seqs:
+                seq.outbox = []
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the requester's loop is closed: nobody listens, free their slots
+                for seq in seqs:
+                    seq.cancelled = True
+
+
+def _slot(seq: Sequence) -> Slot:
+    assert seq.slot is not None, "a running sequence always has a slot"
+    return seq.slot
+
+
+class DecodeLoop:
+    """The one thread per process that owns every llama.cpp context and steps their schedulers in turn."""
+
+    def __init__(self) -> None:
+        self._schedulers: list[BatchScheduler] = []
+        self._cond = threading.Condition()
+        self._signalled = False
+        self._thread: threading.Thread | None = None
+
+    def attach(self, scheduler: BatchScheduler) -> None:
+        """Drive `scheduler` from this loop's thread (started on first attach)."""
+        scheduler.wake = self.wake
+        self._schedulers.append(scheduler)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="llama-decode", daemon=True)
+            self._thread.start()
+
+    def wake(self) -> None:
+        """Make the decode thread look at its schedulers again (new work or a cancellation)."""
+        with self._cond:
+            self._signalled = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._signalled and not any(s.has_work() for s in self._schedulers):
+                    self._cond.wait()
+                self._signalled = False
+            for scheduler in self._schedulers:
+                if scheduler.has_work():
+                    scheduler.step()

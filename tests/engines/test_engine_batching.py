@@ -1,0 +1,209 @@
+"""Continuous batching in the embedded engine: answers never depend on who else is in the batch.
+
+Everything runs against the session's one real server (one llama engine per process); engine-level checks
+drive that server's own engine object on a private event loop, HTTP checks use the openai SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import jsonschema
+import pytest
+from openai import AsyncOpenAI
+
+from garrison.domain import GenerationDone, GenerationRequest, SamplingParams, TokenDelta
+
+MODEL = "smollm2-135m-instruct"
+
+pytestmark = pytest.mark.model
+
+TOPICS = ["a lighthouse", "a bakery", "the moon", "a river", "a violin", "a glacier", "a market", "an owl"]
+
+
+def engine_of(live_server: Any) -> Any:
+    return live_server.app.state.inference.engine(MODEL)
+
+
+def async_client(live_server: Any) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=live_server.openai_base, api_key=live_server.api_key or "unused",
+                       max_retries=0, timeout=300)
+
+
+def wait_for(predicate: Callable[[], bool], what: str, limit_s: float = 120.0) -> None:
+    """Poll until the engine reaches a state (its thread applies changes between decode steps)."""
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"engine never reached: {what}"
+        time.sleep(0.05)
+
+
+async def complete(client: AsyncOpenAI, prompt: str, **options: Any) -> tuple[str, str, Any]:
+    reply = await client.completions.create(model=MODEL, prompt=prompt, **options)
+    return reply.choices[0].text, reply.choices[0].finish_reason, reply.usage
+
+
+def test_eight_concurrent_requests_answer_exactly_as_alone(live_server) -> None:
+    """Greedy and seeded requests, decoded together, return what each returns on its own."""
+    greedy, seeded = {"temperature": 0.0}, {"temperature": 0.9}
+    requests = [
+        (f"Here is a short story about {topic}:", greedy if i % 2 else {**seeded, "seed": i})
+        for i, topic in enumerate(TOPICS)
+    ]
+
+    async def run() -> tuple[list[str], list[str], dict[str, int], dict[str, int]]:
+        client = async_client(live_server)
+        common = {"max_tokens": 24, "extra_body": {"ignore_eos": True}}
+        alone = [(await complete(client, p, **o, **common))[0] for p, o in requests]
+        before = engine_of(live_server).metrics()
+        together = await asyncio.gather(*[complete(client, p, **o, **common) for p, o in requests])
+        after = engine_of(live_server).metrics()
+        await client.close()
+        return alone, [text for text, _, _ in together], before, after
+
+    alone, together, before, after = asyncio.run(run())
+    assert together == alone
+    generated = after["tokens_generated_total"] - before["tokens_generated_total"]
+    steps = after["decode_steps_total"] - before["decode_steps_total"]
+    assert generated == 8 * 24
+    assert steps < generated  # sequences shared decode steps: they were batched, not queued one by one
+
+
+def test_grammar_and_stop_strings_hold_under_concurrency(live_server) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 24}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    json_format = {"type": "json_schema", "json_schema": {"name": "pet", "schema": schema}}
+
+    async def pet(client: AsyncOpenAI, i: int) -> tuple[str, str]:
+        reply = await client.chat.completions.create(
+            model=MODEL, max_tokens=80, temperature=0.7, seed=i, response_format=json_format,  # type: ignore[arg-type]
+            messages=[{"role": "user", "content": f"Describe {TOPICS[i]}'s pet as JSON with name and age."}],
+        )
+        return reply.choices[0].message.content or "", reply.choices[0].finish_reason
+
+    async def count(client: AsyncOpenAI, start: int) -> tuple[str, str]:
+        prompt = ", ".join(str(n) for n in range(start, start + 5)) + ","
+        text, finish, _ = await complete(client, prompt, temperature=0, max_tokens=24, stop=[f" {start + 8}"])
+        return text, finish
+
+    async def run() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        client = async_client(live_server)
+        calls = [lambda i=i: pet(client, i) for i in range(4)]
+        calls += [lambda s=s: count(client, s) for s in (1, 20, 40, 70)]
+        alone = [await call() for call in calls]
+        together = list(await asyncio.gather(*[call() for call in calls]))
+        await client.close()
+        return alone, together
+
+    alone, together = asyncio.run(run())
+    assert together == alone
+    for text, finish in together[:4]:
+        assert finish == "stop"
+        jsonschema.validate(json.loads(text), schema)
+    for (text, finish), start in zip(together[4:], (1, 20, 40, 70), strict=True):
+        assert finish == "stop"
+        assert f" {start + 7}" in text and str(start + 8) not in text
+
+
+def test_prefix_reused_answer_equals_cold_answer(live_server) -> None:
+    """A prompt sharing a long prefix with a cached one skips its prefill and answers identically."""
+    prefix = f"Notes {uuid.uuid4().hex}:\n" + " ".join(
+        f"Item {n}: the {TOPICS[n % 8].split()[-1]} was checked on day {n}." for n in range(24)
+    )
+    first = prefix + "\nQuestion: which item was a river?"
+    second = prefix + "\nQuestion: which item was an owl?"
+    metrics_before = engine_of(live_server).metrics()
+
+    async def run() -> list[tuple[str, str, Any]]:
+        client = async_client(live_server)
+        options = {"temperature": 0, "max_tokens": 16}
+        results = [await complete(client, p, **options) for p in (second, first, second)]
+        await client.close()
+        return results
+
+    (cold, _, cold_usage), (_, _, first_usage), (warm, _, warm_usage) = asyncio.run(run())
+    shared = first_usage.prompt_tokens - 12  # everything but the differing question
+    assert cold_usage.prompt_tokens_details.cached_tokens == 0
+    assert first_usage.prompt_tokens_details.cached_tokens >= shared
+    assert warm_usage.prompt_tokens_details.cached_tokens >= shared
+    assert warm == cold
+    metrics = engine_of(live_server).metrics()
+    assert metrics["prefix_cache_hits_total"] >= metrics_before["prefix_cache_hits_total"] + 2
+    assert metrics["prefix_cache_tokens_total"] >= metrics_before["prefix_cache_tokens_total"] + 2 * shared
+
+
+def test_prefix_of_a_running_sequence_is_copied_and_answers_identically(live_server) -> None:
+    """While one request still generates, another with the same long prefix reuses its KV by copy."""
+    prefix = f"Log {uuid.uuid4().hex}:\n" + " ".join(f"Entry {n} reads {n * 7 % 13}." for n in range(60))
+    probe = prefix + "\nThe entry with the largest reading is"
+    engine = engine_of(live_server)
+
+    async def run() -> tuple[tuple[str, str, Any], tuple[str, str, Any]]:
+        client = async_client(live_server)
+        cold = await complete(client, probe, temperature=0, max_tokens=12)
+        long_stream = await client.completions.create(
+            model=MODEL, prompt=prefix + "\nA summary:", temperature=0, max_tokens=400, stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        chunks = long_stream.__aiter__()
+        await anext(chunks)  # the long request is admitted and generating
+        warm = await complete(client, probe, temperature=0, max_tokens=12)
+        assert engine.metrics()["running"] >= 1  # the source sequence was still running during the copy
+        await long_stream.close()
+        await client.close()
+        return cold, warm
+
+    (cold_text, _, cold_usage), (warm_text, _, warm_usage) = asyncio.run(run())
+    assert cold_usage.prompt_tokens_details.cached_tokens == 0
+    assert warm_usage.prompt_tokens_details.cached_tokens > 64
+    assert warm_text == cold_text
+
+
+def test_cancellation_frees_slots_and_queue_places(live_server) -> None:
+    """Closing running streams and abandoning queued ones leaves no running or waiting sequence behind."""
+    engine = engine_of(live_server)
+    slots = engine.metrics()["slots"]
+
+    def request(i: int) -> GenerationRequest:
+        return GenerationRequest(model=MODEL, prompt=f"Chapter {i}. It was a dark night and",
+                                 sampling=SamplingParams(max_tokens=1000, temperature=0, ignore_eos=True))
+
+    async def first_event(stream: Any) -> Any:
+        return await anext(stream)
+
+    async def run() -> GenerationDone:
+        streams = [engine.generate(request(i)) for i in range(slots + 2)]
+        for stream in streams[:slots]:
+            assert isinstance(await first_event(stream), TokenDelta)
+        queued = [asyncio.create_task(first_event(stream)) for stream in streams[slots:]]
+        await asyncio.to_thread(wait_for, lambda: engine.metrics()["waiting"] == 2, "two requests queued")
+        assert engine.metrics()["running"] == slots
+        for task in queued:
+            task.cancel()
+        await asyncio.gather(*queued, return_exceptions=True)
+        for stream in streams[:slots]:
+            await stream.aclose()
+        await asyncio.to_thread(
+            wait_for, lambda: engine.metrics()["running"] == 0 and engine.metrics()["waiting"] == 0,
+            "no running or waiting sequences",
+        )
+        events = [event async for event in engine.generate(GenerationRequest(
+            model=MODEL, prompt="After the storm,", sampling=SamplingParams(max_tokens=8, temperature=0)))]
+        done = events[-1]
+        assert isinstance(done, GenerationDone)
+        return done
+
+    done = asyncio.run(run())
+    assert done.usage.completion_tokens >= 1
+    metrics = engine.metrics()
+    assert metrics["running"] == 0 and metrics["waiting"] == 0
+    assert 0 < metrics["kv_cells_used"] <= metrics["kv_cells_total"]
