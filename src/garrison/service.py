@@ -64,6 +64,14 @@ class InferenceService:
         """Running-or-waiting requests per model, for health and metrics."""
         return {k: {"in_flight": a.in_flight, "limit": a.limit} for k, a in self._admission.items()}
 
+    def engine_metrics(self) -> dict[str, dict[str, int]]:
+        """Scheduler metrics of every engine that reports them (running, waiting, tokens, KV, prefix hits)."""
+        return {
+            model_id: engine.metrics()  # type: ignore[union-attr]
+            for model_id, engine in self._engines.items()
+            if callable(getattr(engine, "metrics", None))
+        }
+
     @contextlib.contextmanager
     def _admit(self, model_id: str):  # type: ignore[no-untyped-def]
         admission = self._admission[model_id]

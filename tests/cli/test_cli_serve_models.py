@@ -40,7 +40,9 @@ def test_models_list_json(tmp_path: Path) -> None:
 
 def test_models_add_pins_the_digest_and_serves_it(tmp_path: Path) -> None:
     config = tmp_path / "garrison.toml"
-    added = runner.invoke(build_app(), ["models", "add", "my-copy", str(embedded_model_path()), "--config", str(config)])
+    added = runner.invoke(
+        build_app(), ["models", "add", "my-copy", str(embedded_model_path()), "--config", str(config)]
+    )
     assert added.exit_code == 0
     assert "sha256" in config.read_text()
     listed = runner.invoke(build_app(), ["models", "list", "--json", "--config", str(config)],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from garrison import __version__
-from garrison.api import admin, health
+from garrison.api import admin, health, metrics
 from garrison.api.access import RequestContextMiddleware
 from garrison.api.errors import install_error_handlers
 from garrison.api.limits import BodyLimitMiddleware
@@ -29,11 +29,13 @@ def create_app(settings: Settings, inference: InferenceService, security: Securi
     app.state.settings = settings
     app.state.inference = inference
     app.state.security = security
+    app.state.metrics = metrics.metrics_registry(inference)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(openai_router.router)
     app.include_router(ollama_router.router)
     app.include_router(admin.router)
+    app.include_router(metrics.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)  # outermost: every response gets an id and an audit record
     return app

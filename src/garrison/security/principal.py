@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "prod")
-SCOPES: tuple[str, ...] = ("chat", "completions", "embeddings", "admin")
+SCOPES: tuple[str, ...] = ("chat", "completions", "embeddings", "metrics", "admin")
 DEFAULT_SCOPES: tuple[str, ...] = ("chat", "completions", "embeddings")
 CLEARANCES: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
 ANY_MODEL = "*"
@@ -37,7 +37,8 @@ class Principal:
     limits: Limits = field(default_factory=Limits)
 
     def has_scope(self, scope: str) -> bool:
-        return scope in self.scopes
+        """Whether the key holds `scope`; `admin` also grants `metrics` (a scraper needs nothing else)."""
+        return scope in self.scopes or (scope == "metrics" and "admin" in self.scopes)
 
     def allows_model(self, model: str) -> bool:
         return ANY_MODEL in self.models or model in self.models
