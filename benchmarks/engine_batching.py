@@ -264,7 +264,7 @@ def child_direct(threads: int, runs: int = 3) -> dict[str, Any]:
 
 def child_engine(threads: int, levels: list[int]) -> dict[str, Any]:
     """Garrison's engine driven in-process (no HTTP) with the decode thread's time split per level."""
-    from garrison.domain import GenerationRequest, SamplingParams
+    from garrison.domain import GenerationRequest, SamplingParams, TokenDelta
     from garrison.engines.llama import create_engines
     from garrison.registry import build_registry
     from garrison.settings import load_settings
@@ -302,9 +302,54 @@ def child_engine(threads: int, levels: list[int]) -> dict[str, Any]:
             "share_decode_thread_idle": round(1 - step / wall, 3),
         }
 
+    async def phase(c: int) -> tuple[float, float]:
+        """Prefill and decode tokens/s of c requests started together (PROMPT in, OUTPUT out, greedy).
+
+        All c prompts are prefilled before anyone's second token (oldest first, 63 rows each per step), so
+        the run splits at the moment the last first token arrives: before it prefill, after it decode only.
+        """
+        sampling = SamplingParams(max_tokens=OUTPUT_TOKENS, temperature=0.0, ignore_eos=True)
+        batch = [GenerationRequest(model=MODEL, prompt=prompts.text(PROMPT_TOKENS), sampling=sampling)
+                 for _ in range(c)]
+        firsts: list[float] = []
+        started = time.perf_counter()
+
+        async def drain(request: GenerationRequest) -> int:
+            tokens = 0
+            async for event in engine.generate(request):
+                if isinstance(event, TokenDelta):
+                    if not tokens:
+                        firsts.append(time.perf_counter())
+                    tokens += event.tokens
+            return tokens
+
+        generated = sum(await asyncio.gather(*[drain(request) for request in batch]))
+        ended, split = time.perf_counter(), max(firsts)
+        return c * PROMPT_TOKENS / (split - started), (generated - c) / (ended - split)
+
+    async def phases() -> dict[str, Any]:
+        """Prefill and decode rates measured apart, and the c8/c1 ratio they allow at PROMPT/OUTPUT tokens.
+
+        A request at concurrency 1 takes P/prefill_1 + O/decode_1; eight at concurrency 8 take at least
+        8P/prefill_8 + 8O/decode_8 of engine time, so no scheduler gets more than 8 * t1 / t8 out of them.
+        """
+        rates: dict[str, float] = {}
+        for c in (1, 8):
+            runs = [await phase(c) for _ in range(3)]
+            rates[f"prefill_c{c}_tok_s"] = round(statistics.median(r[0] for r in runs), 1)
+            rates[f"decode_c{c}_tok_s"] = round(statistics.median(r[1] for r in runs), 1)
+        t1 = PROMPT_TOKENS / rates["prefill_c1_tok_s"] + OUTPUT_TOKENS / rates["decode_c1_tok_s"]
+        t8 = 8 * PROMPT_TOKENS / rates["prefill_c8_tok_s"] + 8 * OUTPUT_TOKENS / rates["decode_c8_tok_s"]
+        rates["decode_batching_gain"] = round(rates["decode_c8_tok_s"] / rates["decode_c1_tok_s"], 2)
+        rates["prefill_batching_gain"] = round(rates["prefill_c8_tok_s"] / rates["prefill_c1_tok_s"], 2)
+        rates["c8_vs_c1_cap"] = round(8 * t1 / t8, 2)
+        return rates
+
     async def run() -> dict[str, Any]:
         await one(prompts.text(16))
-        return {str(c): await level(c) for c in levels}
+        result: dict[str, Any] = {str(c): await level(c) for c in levels}
+        result["phases"] = await phases()
+        return result
 
     return asyncio.run(run())
 
@@ -370,9 +415,21 @@ def markdown(r: dict[str, Any]) -> str:
               "| concurrency | tok/s | ms/step | llama_decode | sampling | scheduler Python | idle |",
               "|---:|---:|---:|---:|---:|---:|---:|"]
     for c, e in r["engine_profile"].items():
+        if c == "phases":
+            continue
         lines.append(f"| {c} | {e['throughput_tok_s']} | {e['ms_per_step']} | "
                      f"{e['share_llama_decode']:.0%} | {e['share_sampling']:.0%} | "
                      f"{e['share_scheduler_python']:.0%} | {e['share_decode_thread_idle']:.0%} |")
+    ph = r["engine_profile"].get("phases")
+    if ph:
+        lines += ["", "Where the time goes: each phase alone, in the same engine (tokens/s):", "",
+                  "| phase | concurrency 1 | concurrency 8 | gain from batching |", "|---|---:|---:|---:|",
+                  f"| prefill ({PROMPT_TOKENS}-token prompts) | {ph['prefill_c1_tok_s']} | {ph['prefill_c8_tok_s']} "
+                  f"| {ph['prefill_batching_gain']}x |",
+                  f"| decode | {ph['decode_c1_tok_s']} | {ph['decode_c8_tok_s']} | {ph['decode_batching_gain']}x |",
+                  "", f"At {PROMPT_TOKENS} in / {OUTPUT_TOKENS} out these rates allow at most "
+                  f"{ph['c8_vs_c1_cap']}x from concurrency 1 to 8, whatever the scheduler does "
+                  "(8 * t1 / t8, with t = prompt / prefill rate + output / decode rate)."]
     return "\n".join(lines)
 
 
