@@ -46,6 +46,11 @@ class EngineSettings(BaseModel):
         default=8, description="Sequences decoded together in one batch (KV cache slots)."
     )
     batch_size: int = Field(default=512, description="Maximum tokens submitted in one decode step.")
+    prefill_budget: int = Field(
+        default=128, ge=1,
+        description="Most prompt tokens prefilled in one step while other sequences generate (bounds their "
+        "inter-token latency; raise it on a GPU).",
+    )
     n_gpu_layers: int = Field(default=0, description="Layers to offload to the GPU (-1 = all, 0 = CPU only).")
     max_queue: int = Field(
         default=64, description="Requests allowed to wait for a slot; beyond this the server answers 503."

@@ -18,6 +18,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from garrison.domain import GenerationDone, GenerationRequest, SamplingParams, TokenDelta
+from garrison.engines.llama import PROMPT_ROWS_PER_STEP
 
 MODEL = "smollm2-135m-instruct"
 
@@ -207,3 +208,48 @@ def test_cancellation_frees_slots_and_queue_places(live_server) -> None:
     metrics = engine.metrics()
     assert metrics["running"] == 0 and metrics["waiting"] == 0
     assert 0 < metrics["kv_cells_used"] <= metrics["kv_cells_total"]
+
+
+def test_running_stream_keeps_generating_while_long_prompts_prefill(live_server) -> None:
+    """Long prompts are prefilled in bounded chunks: a running stream gets a token from every step of them."""
+    engine = engine_of(live_server)
+    budget = live_server.settings.engine.prefill_budget
+    prompts = [f"{topic.title()} log. " + " ".join(f"Line {n}: {topic} stood still at dawn." for n in range(45))
+               for topic in TOPICS[:4]]
+
+    async def first_token(prompt: str) -> int:
+        events = [event async for event in engine.generate(GenerationRequest(
+            model=MODEL, prompt=prompt, sampling=SamplingParams(max_tokens=1, temperature=0)))]
+        done = events[-1]
+        assert isinstance(done, GenerationDone) and done.usage.cached_tokens == 0
+        return done.usage.prompt_tokens
+
+    async def run() -> tuple[int, int]:
+        running = engine.generate(GenerationRequest(
+            model=MODEL, prompt="Once upon a time", sampling=SamplingParams(max_tokens=1500, temperature=0,
+                                                                            ignore_eos=True)))
+        assert isinstance(await anext(running), TokenDelta)
+        arrived = asyncio.Event()
+        during = 0
+
+        async def consume() -> None:
+            nonlocal during
+            async for event in running:
+                if arrived.is_set():
+                    return
+                if isinstance(event, TokenDelta):
+                    during += event.tokens
+
+        consumer = asyncio.create_task(consume())
+        prompt_tokens = sum(await asyncio.gather(*[first_token(prompt) for prompt in prompts]))
+        arrived.set()
+        await consumer
+        await running.aclose()
+        return during, prompt_tokens
+
+    during, prompt_tokens = asyncio.run(run())
+    rows_per_step = min(budget, len(prompts) * PROMPT_ROWS_PER_STEP)
+    assert prompt_tokens > 4 * rows_per_step
+    # the running stream gets one token per step of the prefill (at most rows_per_step prompt rows each),
+    # give or take the steps the prompts were admitted in
+    assert during >= prompt_tokens // rows_per_step - 3

@@ -88,6 +88,7 @@ class LlamaEngine:
             n_slots=n_slots,
             n_batch=n_batch,
             rows_per_sequence=PROMPT_ROWS_PER_STEP,
+            prefill_while_decoding=engine.prefill_budget,
             prefix_cache=engine.prefix_cache,
             piece=self.piece,
             eog=frozenset(self._eog_ids),

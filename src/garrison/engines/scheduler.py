@@ -95,6 +95,7 @@ class BatchScheduler:
         n_slots: int,
         n_batch: int,
         rows_per_sequence: int,
+        prefill_while_decoding: int,
         prefix_cache: bool,
         piece: Callable[[int], bytes],
         eog: frozenset[int],
@@ -105,6 +106,7 @@ class BatchScheduler:
         self._slots = SlotTable(memory, n_slots, prefix_cache=prefix_cache)
         self._n_batch = n_batch
         self._rows_per_sequence = max(1, min(rows_per_sequence, n_batch))
+        self._prefill_while_decoding = max(1, prefill_while_decoding)
         self._piece = piece
         self._eog = eog
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
@@ -202,7 +204,10 @@ class BatchScheduler:
 
     def _decode_step(self) -> None:
         """Decode one batch: every decoding sequence's next token plus prompt chunks, in slot order."""
-        budget = self._n_batch - sum(1 for seq in self._running if seq.decoding)
+        decoding = sum(1 for seq in self._running if seq.decoding)
+        budget = self._n_batch - decoding
+        if decoding:  # a step's length is everyone's inter-token latency: bound the prompt rows riding in it
+            budget = min(budget, self._prefill_while_decoding)
         chunks: dict[Sequence, int] = {}
         for seq in self._running:  # admission order: the oldest prompt is prefilled first
             if budget <= 0:
