@@ -41,6 +41,17 @@ def test_scoped_key_gets_403_before_any_engine_work(live_server) -> None:
     assert len(vectors.data[0].embedding) == 384
 
 
+def test_a_key_lists_only_the_models_it_may_use(live_server) -> None:
+    key = _new_key(live_server, scopes=["embeddings"], models=[EMBED_MODEL])
+    headers = {"Authorization": f"Bearer {key}"}
+    assert [m.id for m in _client(live_server, key).models.list()] == [EMBED_MODEL]
+    tags = httpx.get(f"{live_server.url}/api/tags", headers=headers, timeout=30).json()
+    assert [m["name"].split(":")[0] for m in tags["models"]] == [EMBED_MODEL]
+    assert httpx.get(f"{live_server.url}/v1/models/{MODEL}", headers=headers, timeout=30).status_code == 403
+    admin = {m.id for m in _client(live_server, live_server.api_key).models.list()}
+    assert {MODEL, EMBED_MODEL} <= admin
+
+
 def test_revoked_key_is_401(live_server) -> None:
     created = httpx.post(f"{live_server.url}/admin/keys", headers=live_server.headers, timeout=30,
                          json={"name": "to-revoke", "scopes": ["chat"], "models": ["*"]}).json()

@@ -151,15 +151,17 @@ async def version(request: Request) -> JSONResponse:
 
 @router.get("/tags")
 async def tags(request: Request, service: ServiceDep) -> JSONResponse:
-    await authorize(request, None)
-    models = [translate.to_ollama_tag(m, m.path.stat().st_mtime) for m in service.registry]
+    principal = await authorize(request, None)
+    models = [translate.to_ollama_tag(m, m.path.stat().st_mtime) for m in service.registry
+              if principal is None or principal.allows_model(m.id)]
     return JSONResponse({"models": models})
 
 
 @router.get("/ps")
 async def ps(request: Request, service: ServiceDep) -> JSONResponse:
-    await authorize(request, None)
-    models = [translate.to_ollama_ps(m, m.path.stat().st_mtime) for m in service.registry]
+    principal = await authorize(request, None)
+    models = [translate.to_ollama_ps(m, m.path.stat().st_mtime) for m in service.registry
+              if principal is None or principal.allows_model(m.id)]
     return JSONResponse({"models": models})
 
 

@@ -93,13 +93,14 @@ async def embeddings(body: EmbeddingsRequest, request: Request, service: Service
 
 @router.get("/models")
 async def list_models(request: Request, service: ServiceDep) -> JSONResponse:
-    await authorize(request, None)
-    data = [translate.to_openai_model(m.id, m.path.stat().st_mtime) for m in service.registry]
+    principal = await authorize(request, None)
+    data = [translate.to_openai_model(m.id, m.path.stat().st_mtime) for m in service.registry
+            if principal is None or principal.allows_model(m.id)]  # a key sees only the models it may use
     return JSONResponse({"object": "list", "data": data})
 
 
 @router.get("/models/{model_id}")
 async def get_model(model_id: str, request: Request, service: ServiceDep) -> JSONResponse:
-    await authorize(request, None)
+    await authorize(request, None, model=model_id)
     info = service.model(model_id)
     return JSONResponse(translate.to_openai_model(info.id, info.path.stat().st_mtime))
