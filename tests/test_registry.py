@@ -21,7 +21,15 @@ def test_embedded_model_metadata(gguf: Path, tmp_path: Path) -> None:
     assert info.quantization == "Q4_1" and info.architecture == "llama"
     assert info.train_context_length == 8192 and info.context_length == 4096
     assert info.chat_template and "<|im_start|>" in info.chat_template
-    assert info.fim is None and info.eos_token == "<|im_end|>"
+    assert info.fim is None and info.eos_token == "<|im_end|>" and info.bos_token == "<|im_start|>"
+
+
+@pytest.mark.parametrize("content", [b"not a model at all", b"GGUF\x03\x00\x00\x00" + b"\xff" * 64, None])
+def test_a_file_that_is_no_gguf_is_a_config_error(gguf: Path, tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(content if content is not None else gguf.read_bytes()[:2000])  # None: a truncated copy
+    with pytest.raises(ConfigError, match="not a readable GGUF"):
+        load_model(ModelConfig(id="m", path=path), load_settings(home=tmp_path))
 
 
 def test_pinned_digest_mismatch_is_refused(gguf: Path, tmp_path: Path) -> None:

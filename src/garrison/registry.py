@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from garrison.errors import ConfigError, ModelIntegrityError, ModelNotFound
+from garrison.gguf_header import GgufArray, read_header
 from garrison.settings import EMBEDDED_MODEL_ID, EMBEDDING_MODEL_ID, ModelConfig, Settings
 
 log = logging.getLogger(__name__)
@@ -121,31 +123,27 @@ def sha256_file(path: Path) -> str:
 
 
 def inspect_gguf(path: Path) -> dict[str, Any]:
-    """Read the GGUF header fields garrison uses (never the tensors)."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(path))
-    fields: dict[str, Any] = {}
+    """Read the GGUF header fields garrison uses (never the tensors); ConfigError if it is no GGUF."""
+    try:
+        header = read_header(path, strings=frozenset({"tokenizer.ggml.tokens"}))
+    except (ValueError, OSError, struct.error, KeyError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not a readable GGUF file: {exc}") from exc
+    meta = header.metadata
     wanted_prefixes = ("general.", "tokenizer.chat_template", "tokenizer.ggml.")
-    tokens_field = reader.fields.get("tokenizer.ggml.tokens")
-    for key, fld in reader.fields.items():
-        if not key.startswith(wanted_prefixes) and not key.endswith(".context_length"):
-            continue
-        if key in ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
-                   "tokenizer.ggml.merges"):
-            continue
-        try:
-            fields[key] = fld.contents()
-        except Exception:  # noqa: BLE001 - exotic field types are simply not shown
-            continue
+    fields: dict[str, Any] = {
+        key: value for key, value in meta.items()
+        if (key.startswith(wanted_prefixes) or key.endswith(".context_length"))
+        and not isinstance(value, GgufArray)
+        and key not in ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
+                        "tokenizer.ggml.merges")
+    }
+    tokens = meta.get("tokenizer.ggml.tokens")
+    vocabulary: list[str] = tokens if isinstance(tokens, list) else []
 
     def token_text(token_id: Any) -> str:
-        if tokens_field is None or not isinstance(token_id, int) or token_id < 0:
-            return ""
-        try:
-            return str(tokens_field.contents(token_id))
-        except (IndexError, ValueError):
-            return ""
+        if isinstance(token_id, int) and 0 <= token_id < len(vocabulary):
+            return vocabulary[token_id]
+        return ""
 
     fields["_bos_token"] = token_text(fields.get("tokenizer.ggml.bos_token_id"))
     fields["_eos_token"] = token_text(fields.get("tokenizer.ggml.eos_token_id"))

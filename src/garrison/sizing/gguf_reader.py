@@ -1,126 +1,18 @@
 """Read a GGUF file's architecture and exact tensor sizes from its header (no weights are loaded)."""
 
-# The header is walked directly with the `gguf` package's quantisation types and block sizes:
-# `gguf.GGUFReader` also parses every tokenizer array into numpy objects, which takes seconds (18 s on a
-# busy 2-core machine) for a 50k-token vocabulary; sizing needs only scalars, array lengths and tensors.
-
 from __future__ import annotations
 
-import mmap
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from garrison.errors import InvalidRequest
+from garrison.gguf_header import GgufArray, read_header
 from garrison.sizing.architecture import ModelSpec
 
 # llama.cpp hard-codes the local/global layer pattern for these architectures (every Nth layer is global).
 _SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "cohere2": 4}
 _PLAIN_MLP = {"falcon", "gpt2", "gptneox", "starcoder", "starcoder2", "bloom", "mpt", "phi2", "gptj"}
-_SCALARS = {
-    0: "<B",
-    1: "<b",
-    2: "<H",
-    3: "<h",
-    4: "<I",
-    5: "<i",
-    6: "<f",
-    7: "<?",
-    10: "<Q",
-    11: "<q",
-    12: "<d",
-}
-_STRING, _ARRAY = 8, 9
-
-
-@dataclass(frozen=True)
-class GgufArray:
-    """An array value: its element type and length (elements are skipped, not decoded)."""
-
-    type: int
-    length: int
-
-
-@dataclass(frozen=True)
-class GgufHeader:
-    """The metadata key/values and the tensor table of a GGUF file."""
-
-    metadata: dict[str, Any]
-    tensors: list[tuple[str, int, int]]  # (name, elements, bytes)
-
-
-class _Cursor:
-    def __init__(self, buf: mmap.mmap) -> None:
-        self.buf = buf
-        self.pos = 0
-
-    def unpack(self, fmt: str) -> Any:
-        value = struct.unpack_from(fmt, self.buf, self.pos)[0]
-        self.pos += struct.calcsize(fmt)
-        return value
-
-    def string(self) -> str:
-        length = self.unpack("<Q")
-        raw = self.buf[self.pos : self.pos + length]
-        self.pos += length
-        return raw.decode("utf-8", errors="replace")
-
-    def skip_string(self) -> None:
-        self.pos += 8 + struct.unpack_from("<Q", self.buf, self.pos)[0]
-
-    def value(self, kind: int) -> Any:
-        if kind in _SCALARS:
-            return self.unpack(_SCALARS[kind])
-        if kind == _STRING:
-            return self.string()
-        if kind == _ARRAY:
-            element, length = self.unpack("<I"), self.unpack("<Q")
-            if element in _SCALARS:
-                fmt = _SCALARS[element]
-                size, start = struct.calcsize(fmt), self.pos
-                self.pos += size * length
-                if length > 4096:  # tokenizer tables: only their length matters
-                    return GgufArray(element, length)
-                return [struct.unpack_from(fmt, self.buf, start + i * size)[0] for i in range(length)]
-            for _ in range(length):
-                if element == _STRING:
-                    self.skip_string()
-                else:
-                    self.value(element)
-            return GgufArray(element, length)
-        raise ValueError(f"unknown GGUF value type {kind}")
-
-
-def read_header(path: Path) -> GgufHeader:
-    """Parse the metadata and tensor table of a little-endian GGUF v2/v3 file."""
-    import gguf
-
-    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        cur = _Cursor(buf)
-        if buf[:4] != b"GGUF":
-            raise ValueError("missing GGUF magic")
-        cur.pos = 4
-        version = cur.unpack("<I")
-        if version not in (2, 3):
-            raise ValueError(f"unsupported GGUF version {version} (or a big-endian file)")
-        n_tensors, n_kv = cur.unpack("<Q"), cur.unpack("<Q")
-        metadata = {}
-        for _ in range(n_kv):
-            key = cur.string()
-            metadata[key] = cur.value(cur.unpack("<I"))
-        tensors = []
-        for _ in range(n_tensors):
-            name = cur.string()
-            dims = [cur.unpack("<Q") for _ in range(cur.unpack("<I"))]
-            kind = gguf.GGMLQuantizationType(cur.unpack("<I"))
-            cur.unpack("<Q")  # data offset
-            elements = 1
-            for dim in dims:
-                elements *= dim
-            block, size = gguf.GGML_QUANT_SIZES[kind]
-            tensors.append((name, elements, elements // block * size))
-    return GgufHeader(metadata, tensors)
 
 
 def _int(value: Any) -> int | None:
