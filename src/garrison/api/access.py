@@ -7,6 +7,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ from garrison.api.context import RequestContext, get_context
 from garrison.api.errors import error_body, error_headers
 from garrison.audit.log import AuditEvent, AuditLog
 from garrison.errors import AuditWriteError, GarrisonError, Unauthenticated
+from garrison.registry import ModelInfo
 from garrison.security import Security
 from garrison.security.principal import Principal
 
@@ -61,6 +63,12 @@ async def authorize(
     ctx.authorized = True
     ctx.reserved_tokens += max(0, estimated_tokens)
     return principal
+
+
+async def visible_models(request: Request, models: Iterable[ModelInfo]) -> list[ModelInfo]:
+    """Authenticate a model listing (any valid key) and keep the models that key may use (all without auth)."""
+    principal = await authorize(request, None)
+    return [m for m in models if principal is None or principal.allows_model(m.id)]
 
 
 class RequestContextMiddleware:

@@ -19,3 +19,5 @@ ServiceDep = Annotated[InferenceService, Depends(get_service)]
 
 # Routers call this one function after parsing the body and before any engine work.
 authorize = access.authorize
+# Model listings show only the models the caller's key may use.
+visible_models = access.visible_models

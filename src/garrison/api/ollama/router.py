@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from garrison.api.context import RequestContext, get_context
-from garrison.api.deps import ServiceDep, authorize
+from garrison.api.deps import ServiceDep, authorize, visible_models
 from garrison.api.errors import ollama_error_body
 from garrison.api.ollama import translate
 from garrison.api.ollama.schemas import (
@@ -151,17 +151,15 @@ async def version(request: Request) -> JSONResponse:
 
 @router.get("/tags")
 async def tags(request: Request, service: ServiceDep) -> JSONResponse:
-    principal = await authorize(request, None)
-    models = [translate.to_ollama_tag(m, m.path.stat().st_mtime) for m in service.registry
-              if principal is None or principal.allows_model(m.id)]
+    visible = await visible_models(request, service.registry)
+    models = [translate.to_ollama_tag(m, m.path.stat().st_mtime) for m in visible]
     return JSONResponse({"models": models})
 
 
 @router.get("/ps")
 async def ps(request: Request, service: ServiceDep) -> JSONResponse:
-    principal = await authorize(request, None)
-    models = [translate.to_ollama_ps(m, m.path.stat().st_mtime) for m in service.registry
-              if principal is None or principal.allows_model(m.id)]
+    visible = await visible_models(request, service.registry)
+    models = [translate.to_ollama_ps(m, m.path.stat().st_mtime) for m in visible]
     return JSONResponse({"models": models})
 
 

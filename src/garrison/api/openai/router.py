@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from garrison.api.context import get_context
-from garrison.api.deps import ServiceDep, authorize
+from garrison.api.deps import ServiceDep, authorize, visible_models
 from garrison.api.errors import openai_error_body
 from garrison.api.openai import translate
 from garrison.api.openai.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest
@@ -93,9 +93,8 @@ async def embeddings(body: EmbeddingsRequest, request: Request, service: Service
 
 @router.get("/models")
 async def list_models(request: Request, service: ServiceDep) -> JSONResponse:
-    principal = await authorize(request, None)
-    data = [translate.to_openai_model(m.id, m.path.stat().st_mtime) for m in service.registry
-            if principal is None or principal.allows_model(m.id)]  # a key sees only the models it may use
+    models = await visible_models(request, service.registry)
+    data = [translate.to_openai_model(m.id, m.path.stat().st_mtime) for m in models]
     return JSONResponse({"object": "list", "data": data})
 
 
