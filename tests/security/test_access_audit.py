@@ -279,3 +279,24 @@ def test_secrets_never_reach_store_logs_or_audit(
         body = secret.rsplit("_", 1)[1]
         assert body.encode() not in stored
         assert body not in audit_dump and body not in keys_dump and body not in logs
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stream": True}),
+    ("/api/generate", {"prompt": "hi"}),
+])
+def test_a_stream_that_fails_midway_is_recorded_as_failed_not_as_complete(
+    security: Security, app_factory: Callable[..., FastAPI], path: str, body: dict[str, Any]
+) -> None:
+    """The pipeline, not a regex on the bytes, knows how a stream ended: its error is in the record."""
+    failing = ScriptedEngine(["a", "b"], prompt_tokens=4, fail_after_first=True, report_prompt=True)
+    assert security.bootstrap_key is not None
+    with TestClient(app_factory(security, failing), raise_server_exceptions=False) as test_client:
+        response = test_client.post(
+            path, json={"model": "tiny", **body}, headers={"Authorization": f"Bearer {security.bootstrap_key}"}
+        )
+    assert response.status_code == 200 and "engine failed" in response.text  # an error frame ends it
+    record = security.audit.query()[-1]
+    assert (record["event"], record["status"], record["decision"]) == ("request.finished", 200, "allow")
+    assert record["error_code"] == "server_error" and "engine failed" in record["reason"]
+    assert (record["prompt_tokens"], record["completion_tokens"]) == (4, 1)  # what it used before failing

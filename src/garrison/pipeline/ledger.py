@@ -86,6 +86,7 @@ class Ticket:
     annotations: dict[str, Any]
     grant: Grant | None = None
     finished: bool = False
+    asked: int | None = None  # the completion tokens the request asked for (None: up to the context)
 
     @property
     def limit(self) -> int | None:
@@ -176,6 +177,12 @@ class Ledger:
             raise
         origin.records += 1
         return ticket
+
+    def extend(self, ticket: Ticket, want: int) -> int | None:
+        """Grow the ticket's grant toward `want` tokens where the key's limits allow; its new limit."""
+        if self.security is not None and ticket.grant is not None:
+            ticket.grant = self.security.guard.quotas.extend(ticket.caller, ticket.grant, want)
+        return ticket.limit
 
     def refuse(
         self,
