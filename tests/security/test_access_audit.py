@@ -300,3 +300,20 @@ def test_a_stream_that_fails_midway_is_recorded_as_failed_not_as_complete(
     assert (record["event"], record["status"], record["decision"]) == ("request.finished", 200, "allow")
     assert record["error_code"] == "server_error" and "engine failed" in record["reason"]
     assert (record["prompt_tokens"], record["completion_tokens"]) == (4, 1)  # what it used before failing
+
+
+def test_prompt_hashes_keep_the_messages_apart(tmp_path: Path, app_factory: Callable[..., FastAPI]) -> None:
+    security = setup(Settings(home=tmp_path, audit={"content": "hash"}))
+    one = [{"role": "user", "content": "a\nb"}]
+    two = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    roles = [{"role": "system", "content": "a"}, {"role": "user", "content": "b"}]
+    try:
+        assert security.bootstrap_key is not None
+        with TestClient(app_factory(security)) as test_client:
+            for messages in (one, two, roles):
+                test_client.post("/v1/chat/completions", json={"model": "m", "messages": messages},
+                                 headers={"Authorization": f"Bearer {security.bootstrap_key}"})
+        prompts = [r["prompt"] for r in security.audit.query() if r["event"] == "request.finished"]
+    finally:
+        security.close()
+    assert len(prompts) == 3 and len(set(prompts)) == 3  # "\n".join made the first two the same
