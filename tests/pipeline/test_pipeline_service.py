@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
+import pytest
 
-from fakes import ScriptedEngine, service
+from fakes import ScriptedEngine, model, service
 from garrison.api.openai.framer import OpenAIFramer
 from garrison.domain import GenerationEvent, GenerationRequest
+from garrison.engines.base import default_engines
+from garrison.engines.gguf import load_gguf
+from garrison.errors import ConfigError
 from garrison.pipeline import frames
-from garrison.settings import Settings
+from garrison.registry import ModelInfo
+from garrison.service import InferenceService
+from garrison.settings import ModelConfig, Settings
 
 
 class AwaitingCleanup(ScriptedEngine):
@@ -48,3 +55,34 @@ async def test_engines_are_closed_with_the_service(tmp_path: Path) -> None:
     inference = service({"m": engine}, Settings(home=tmp_path, engine={"embeddings": False}))
     await inference.aclose()
     assert engine.closed
+
+
+def test_each_model_gets_the_engine_its_config_names(tmp_path: Path) -> None:
+    """A third-party engine registers a factory and a model loader; `[[models]] engine = ...` picks it."""
+    built: list[list[str]] = []
+
+    def load(config: ModelConfig, settings: Settings) -> ModelInfo:
+        return model(config.id, context_length=config.context_length or 64)
+
+    def factory(models: list[ModelInfo], settings: Settings) -> dict[str, Any]:
+        built.append([m.id for m in models])
+        return {m.id: ScriptedEngine(["hi"]) for m in models}
+
+    engines = default_engines()
+    engines.register("scripted", factory, load)
+    configs = [{"id": "a", "engine": "scripted"}, {"id": "b", "engine": "scripted", "trust": "public"}]
+    settings = Settings(home=tmp_path, default_model=False, engine={"embeddings": False}, models=configs)
+    assert [c.trust for c in settings.models] == ["restricted", "public"]  # in-process models see everything
+    inference = InferenceService.from_settings(settings, engines)
+    assert built == [["a", "b"]]  # one factory call for all of its models
+    assert inference.model("a").engine == "scripted" and isinstance(inference.engine("b"), ScriptedEngine)
+    with pytest.raises(ConfigError, match="needs `path`"):  # the llama engine's models are GGUF files
+        load_gguf(ModelConfig(id="c"), settings)
+
+
+async def test_a_new_event_kind_cannot_end_a_stream_by_accident(tmp_path: Path) -> None:
+    """Every consumer matches events exhaustively: GenerationStarted passes through, text still arrives."""
+    engine = ScriptedEngine(["a", "b"], report_prompt=True)
+    inference = service({"m": engine}, Settings(home=tmp_path, engine={"embeddings": False}))
+    result = await inference.complete(GenerationRequest(model="m", prompt="hi"))
+    assert (result.text, result.usage.prompt_tokens) == ("ab", 3)
