@@ -361,7 +361,7 @@ class _Meter:
                         self.limit = await anyio.to_thread.run_sync(ledger.extend, ticket, want)
                         if self.limit is not None and event.prompt_tokens >= self.limit:
                             self.prompt_tokens = 0  # refused before any prompt processing: nothing to charge
-                            raise ticket.over_limit(event.prompt_tokens)
+                            raise ticket.over_limit(event.prompt_tokens, ledger.now())
                 case TokenDelta():
                     self.completion_tokens += event.tokens
                 case GenerationDone():
