@@ -6,7 +6,6 @@ Budgets and charges are read back from the store the server writes; nothing here
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -100,26 +99,26 @@ def test_an_abandoned_stream_is_charged_and_audited_with_its_tokens(live_server:
 
 def test_a_request_is_durably_recorded_when_admitted_before_it_ends(live_server: Any) -> None:
     """What a crash mid-stream leaves: the admitted record is committed while the stream still runs."""
+    from garrison.security import connect
+
     settings = live_server.settings
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Tell me a very long story."}],
-            "max_tokens": 600, "stream": True, "ignore_eos": True}
-    with httpx.stream("POST", f"{live_server.openai_base}/chat/completions", json=body, timeout=60,
-                      headers=live_server.headers) as response:
-        request_id = response.headers["x-request-id"]
-        next(response.iter_lines())
-        # another process's view of the database: what survives if this server dies now
-        with sqlite3.connect(settings.sqlite_path) as other:
-            rows = other.execute("SELECT event, status FROM audit_log WHERE request_id = ?", (request_id,)).fetchall()
-        assert rows == [("request.admitted", 102)]
-        from garrison.security import connect
-
-        elsewhere = connect(settings)
-        try:
+            "max_tokens": 1900, "stream": True, "ignore_eos": True}
+    elsewhere = connect(settings)  # another process's view of the store: what survives if this server dies
+    try:
+        with httpx.stream("POST", f"{live_server.openai_base}/chat/completions", json=body, timeout=60,
+                          headers=live_server.headers) as response:
+            request_id = response.headers["x-request-id"]
+            next(response.iter_lines())
             verdict = elsewhere.audit.verify()
-        finally:
-            elsewhere.close()
-        assert verdict.ok and request_id in verdict.unfinished
-        assert "admitted but never finished" in verdict.describe()
+            rows = elsewhere.store.fetchall("SELECT event, status FROM audit_log WHERE request_id = ?",
+                                            (request_id,))
+    finally:
+        elsewhere.close()
+    assert verdict.ok and request_id in verdict.unfinished
+    assert "admitted but never finished" in verdict.describe()
+    assert [tuple(row) for row in rows] in ([("request.admitted", 102)],
+                                            [("request.admitted", 102), ("request.finished", 200)])
 
 
 def test_a_body_that_fails_to_parse_is_recorded_as_what_happened_and_by_whom(live_server: Any) -> None:
