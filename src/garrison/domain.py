@@ -59,6 +59,8 @@ class GenerationRequest:
     response_format: ResponseFormat | None = None
     request_id: str = field(default_factory=new_request_id)
     created: float = field(default_factory=time.time)
+    annotations: dict[str, Any] = field(default_factory=dict)  # JSON-safe facts for the audit record
+    data_label: str | None = None  # highest classification of data in the request (egress check)
 
     @property
     def is_chat(self) -> bool:
