@@ -35,6 +35,7 @@ class Principal:
     models: frozenset[str]
     clearance: str = "public"
     limits: Limits = field(default_factory=Limits)
+    policy: str | None = None  # guardrail policy name; None: the environment's default
 
     def has_scope(self, scope: str) -> bool:
         """Whether the key holds `scope`; `admin` also grants `metrics` (a scraper needs nothing else)."""
@@ -56,4 +57,5 @@ class Principal:
             "models": sorted(self.models),
             "clearance": self.clearance,
             "limits": self.limits.to_dict(),
+            "policy": self.policy,
         }
