@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import typer
 from rich.console import Console
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from garrison.cli.common import ConfigOption, fail, settings_from_flags
 from garrison.errors import GarrisonError
+from garrison.settings import GuardWhere
 
 guard_app = typer.Typer(help="Inspect and tune guardrail policies.", no_args_is_help=True)
 
@@ -45,7 +47,7 @@ def check(
         return
     guardrails = Guardrails(settings.guardrails)
     started = time.perf_counter()
-    checked = guardrails.check(content, chosen, where, rehydrate=chosen.rehydrate, count=False)  # type: ignore[arg-type]
+    checked = guardrails.check(content, chosen, cast(GuardWhere, where), rehydrate=chosen.rehydrate, count=False)
     elapsed_ms = (time.perf_counter() - started) * 1000
     report = {
         "policy": chosen.name,
@@ -80,7 +82,7 @@ def policies(
     except GarrisonError as exc:
         fail(exc.message, code=2)
         return
-    data = {
+    data: dict[str, Any] = {
         "policies": [known.get(n).model_dump(exclude_none=True) for n in known.names()],
         "defaults": settings.guardrails.defaults,
         "models": settings.guardrails.models,
@@ -100,7 +102,7 @@ def policies(
     console.print(f"defaults per environment: {defaults}")
 
 
-def _print(report: dict) -> None:  # type: ignore[type-arg]
+def _print(report: dict[str, Any]) -> None:
     console = Console(highlight=False)
     if report["blocked_by"]:
         console.print(f"[red]blocked[/red] by rule '{report['blocked_by']}' (policy {report['policy']}, "
