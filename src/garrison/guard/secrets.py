@@ -44,7 +44,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("JWT", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
     ("BEARER_TOKEN", re.compile(r"(?i:\bbearer)\s+(?P<v>[A-Za-z0-9._~+/-]{16,}=*)")),
     ("PASSWORD", re.compile(
-        r"(?i:\b(?:password|passwd|passphrase|pwd)\b)[\"']?\s*(?:[:=]|\bis\b)\s*[\"']?(?P<v>[^\s\"',;<>]{6,128})"
+        r"(?i:(?<![A-Za-z])(?:password|passwd|passphrase|pwd)(?![A-Za-z]))[\"']?\s*(?:[:=]|\bis\b)\s*[\"']?(?P<v>[^\s\"',;<>]{6,128})"
     )),
     ("PASSWORD", re.compile(r"\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]{1,64}:(?P<v>[^\s:/@]{3,128})@")),
     ("SECRET", re.compile(
