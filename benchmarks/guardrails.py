@@ -61,7 +61,10 @@ def pii_scores(records: list[dict[str, Any]], guardrails: Guardrails) -> dict[st
             total += 1
             if any(covers(p, g) for p in predicted):
                 protected += 1
-            hit = next((i for i, p in enumerate(predicted) if i not in matched and p.type == g["type"] and covers(p, g)), None)
+            candidates = (
+                i for i, p in enumerate(predicted) if i not in matched and p.type == g["type"] and covers(p, g)
+            )
+            hit = next(candidates, None)
             if hit is None:
                 fn[g["type"]] += 1
                 if len(false_examples) < 40:
@@ -190,10 +193,12 @@ def main() -> None:
                 )
         result["splits"][split] = entry
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    if args.jailguard and RESULTS.exists():
-        previous = json.loads(RESULTS.read_text())
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if args.jailguard:  # the classifier's section, measured with it installed; the rest stays as it is
         result = {**previous, "jailguard": {s: {k: v for k, v in e.items() if k.startswith(("jailguard", "heur"))}
                                             for s, e in result["splits"].items()}}
+    elif "jailguard" in previous:
+        result["jailguard"] = previous["jailguard"]
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for split, entry in result["splits"].items():
         pii, inj, lat = entry["pii"], entry["injection"], entry["latency"]

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (templates and phrasings read best one per line)
 """Build the labelled guardrails set (benchmarks/data/guardrails/*.jsonl) deterministically from seeds.
 
 Two splits with disjoint templates and phrasings: `dev` (the detectors were tuned on it) and `heldout`

@@ -35,8 +35,8 @@ def find_emails(text: str) -> Iterator[Span]:
     if "@" not in text:
         return
     for m in _EMAIL.finditer(text):
-        if text[max(0, m.start() - 4): m.start()].lower().endswith("git") and m.group().startswith("git@"):
-            continue
+        if m.group().startswith("git@") or text.startswith(":", m.end()):
+            continue  # an ssh remote (git@host:org/repo), not a mailbox
         if m.start() > 0 and text[m.start() - 1] == "@":
             continue
         yield Span(m.start(), m.end(), "EMAIL", m.group())
@@ -83,7 +83,9 @@ _SSN = re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])")
 _NINO = re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
 _DNI = re.compile(r"\b(?:\d{8}-?[A-Z]|[XYZ]-?\d{7}-?[A-Z])\b")
 _CODICE_FISCALE = re.compile(r"\b[A-Z]{6}\d{2}[A-EHLMPR-T]\d{2}[A-Z]\d{3}[A-Z]\b")
-_NIR = re.compile(r"(?<!\d)(?<!\d )[12] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2A|2B) ?\d{3} ?\d{3} ?\d{2}(?![\d])")
+_NIR = re.compile(
+    r"(?<!\d)(?<!\d )[12] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2A|2B) ?\d{3} ?\d{3} ?\d{2}(?!\d)"
+)
 
 
 def find_national_ids(text: str) -> Iterator[Span]:
@@ -143,10 +145,12 @@ def find_ips(text: str) -> Iterator[Span]:
 def detectors(phone_region: str = "US") -> list[Detector]:
     """The PII detectors, each with how far a streamed match of it can reach back."""
     return [
-        Detector("pii", ("EMAIL",), find_emails, 254, re.compile(r"[\w.%+@-]*\Z")),
-        Detector("pii", ("PHONE",), partial(find_phones, region=phone_region), 24, re.compile(r"[\d+()\s./-]*\Z")),
-        Detector("pii", ("IBAN",), find_ibans, 42, re.compile(r"[A-Z0-9 ]*\Z")),
-        Detector("pii", ("NATIONAL_ID",), find_national_ids, 21, re.compile(r"[A-Z0-9 -]*\Z")),
-        Detector("pii", ("CARD",), find_cards, 23, re.compile(r"[\d -]*\Z")),
-        Detector("pii", ("IP_ADDRESS",), find_ips, 45, re.compile(r"[0-9A-Fa-f.:/]*\Z")),
+        Detector("pii", ("EMAIL",), find_emails, 254, re.compile(r"[\w%+@-][\w.%+@-]*\Z")),
+        Detector(
+            "pii", ("PHONE",), partial(find_phones, region=phone_region), 24, re.compile(r"[\d+(][\d+()\s./-]*\Z")
+        ),
+        Detector("pii", ("IBAN",), find_ibans, 42, re.compile(r"[A-Z][A-Z0-9 ]*\Z")),
+        Detector("pii", ("NATIONAL_ID",), find_national_ids, 21, re.compile(r"[A-Z0-9][A-Z0-9 -]*\Z")),
+        Detector("pii", ("CARD",), find_cards, 23, re.compile(r"\d[\d -]*\Z")),
+        Detector("pii", ("IP_ADDRESS",), find_ips, 45, re.compile(r"[0-9A-Fa-f:][0-9A-Fa-f.:/]*\Z")),
     ]

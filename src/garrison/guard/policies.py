@@ -80,7 +80,7 @@ def merge(policies: Iterable[GuardPolicy]) -> GuardPolicy | None:
         return None
     if len(chosen) == 1:
         return chosen[0]
-    return GuardPolicy(
+    return GuardPolicy.model_construct(  # a derived name ('prod+kb') is not one users may configure
         name="+".join(p.name for p in chosen),
         rules=[rule for p in chosen for rule in p.rules],
         rehydrate=all(p.rehydrate for p in chosen),

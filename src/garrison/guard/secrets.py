@@ -108,8 +108,9 @@ def find_tokens(text: str) -> Iterator[Span]:
             yield Span(m.start(), m.end(), "SECRET", m.group())
 
 
-_KEY_TAIL = re.compile(
-    r"(?:-----BEGIN(?:(?!-----END)[\s\S])*|-----END[A-Z ]*-{0,5}|-{1,5}(?:B(?:E(?:G(?:I(?:N)?)?)?)?)?)\Z"
+_KEY_TAIL = re.compile(  # an open BEGIN block (until its END marker is complete), or a marker being written
+    r"(?:-----BEGIN (?:(?!-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)[\s\S])*"
+    r"|-{1,5}(?:B(?:E(?:G(?:I(?:N)?)?)?)?)?)\Z"
 )
 
 
