@@ -23,7 +23,7 @@ from garrison.guard.policies import Policies
 from garrison.guard.stage import GuardStage
 from garrison.guard.verdicts import GuardCollector
 from garrison.security.principal import Principal
-from garrison.settings import Settings, load_settings
+from garrison.settings import GuardrailSettings, Settings, load_settings
 
 AWS = "AKIAIOSFODNN7EXAMPLE"
 
@@ -33,7 +33,7 @@ def caller(policy: str | None = None) -> Principal:
 
 
 def stage(env: str = "prod", **guardrails: object) -> GuardStage:
-    return GuardStage.from_settings(Settings(auth={"env": env}, guardrails=guardrails))
+    return GuardStage.from_settings(Settings.model_validate({"auth": {"env": env}, "guardrails": guardrails}))
 
 
 def chat(*messages: tuple[str, str]) -> GenerationRequest:
@@ -142,7 +142,7 @@ async def test_blocklist_and_flag_rules() -> None:
 
 
 def test_policy_resolution_and_configuration_errors() -> None:
-    policies = Policies(Settings(guardrails={"models": {"kb": "strict"}}).guardrails)
+    policies = Policies(GuardrailSettings(models={"kb": "strict"}))
     assert policies.for_request("dev", None, "m") is None
     prod = policies.for_request("prod", None, "m")
     assert prod is not None and prod.name == "prod"
@@ -151,9 +151,9 @@ def test_policy_resolution_and_configuration_errors() -> None:
     with pytest.raises(PermissionDenied, match="not configured"):
         policies.for_request("prod", "gone", "m")
     with pytest.raises(ConfigError, match="unknown policy 'nope'"):
-        Policies(Settings(guardrails={"defaults": {"prod": "nope"}}).guardrails)
+        Policies(GuardrailSettings(defaults={"prod": "nope"}))
     with pytest.raises(ValueError, match="injection rule can block or flag"):
-        Settings(guardrails={"policies": [{"name": "x", "rules": [{"what": "injection", "action": "redact"}]}]})
+        GuardrailSettings.model_validate({"policies": [{"name": "x", "rules": [{"what": "injection", "action": "redact"}]}]})
 
 
 def test_policies_load_from_garrison_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
