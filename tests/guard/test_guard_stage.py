@@ -153,7 +153,9 @@ def test_policy_resolution_and_configuration_errors() -> None:
     with pytest.raises(ConfigError, match="unknown policy 'nope'"):
         Policies(GuardrailSettings(defaults={"prod": "nope"}))
     with pytest.raises(ValueError, match="injection rule can block or flag"):
-        GuardrailSettings.model_validate({"policies": [{"name": "x", "rules": [{"what": "injection", "action": "redact"}]}]})
+        GuardrailSettings.model_validate(
+            {"policies": [{"name": "x", "rules": [{"what": "injection", "action": "redact"}]}]}
+        )
 
 
 def test_policies_load_from_garrison_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
