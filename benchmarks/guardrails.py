@@ -6,7 +6,8 @@ detectors were tuned on `dev` only) and writes benchmarks/results/guardrails.jso
 A predicted span is a true positive when it has the gold span's type and covers at least half of it;
 `redacted` counts a gold span as protected when any predicted span (of any type) covers half of it.
 Latency is one `Guardrails.check` of the built-in `strict` policy (secrets + PII redaction, injection
-screening) per record, measured against the cost of reading the same text once (`baseline_us`).
+screening) per record (first run; also the fastest of three, which removes the noise of a shared machine),
+next to the cost of reading the same text once (`baseline_us`).
 
     python benchmarks/guardrails.py [--jailguard]   # --jailguard: also score the jailguard classifier
 """
@@ -130,21 +131,29 @@ def latency(texts: list[str], guardrails: Guardrails) -> dict[str, Any]:
     policy = Policies().get("strict")
     for text in texts[:50]:  # warm caches and regex compilation
         guardrails.check(text, policy, "input", count=False)
-    samples, baseline = [], []
+    samples, best, baseline = [], [], []
     for text in texts:
-        started = time.perf_counter_ns()
-        guardrails.check(text, policy, "input", count=False)
-        samples.append((time.perf_counter_ns() - started) / 1e6)
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter_ns()
+            guardrails.check(text, policy, "input", count=False)
+            runs.append((time.perf_counter_ns() - started) / 1e6)
+        samples.append(runs[0])
+        best.append(min(runs))
         started = time.perf_counter_ns()
         text.lower()
         baseline.append((time.perf_counter_ns() - started) / 1e3)
     samples.sort()
+    best.sort()
     return {
         "requests": len(samples),
         "mean_chars": round(statistics.mean(len(t) for t in texts), 1),
         "p50_ms": round(samples[len(samples) // 2], 3),
         "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 3),
         "max_ms": round(samples[-1], 3),
+        # the fastest of 3 runs per request: the same work without the scheduler noise of a shared machine
+        "p50_ms_best_of_3": round(best[len(best) // 2], 3),
+        "p99_ms_best_of_3": round(best[int(len(best) * 0.99) - 1], 3),
         "baseline_us": round(statistics.median(baseline), 3),
     }
 

@@ -31,11 +31,14 @@ _EMAIL = re.compile(
 )
 
 
+_SSH_REMOTE = re.compile(r":[\w.~-]+/")
+
+
 def find_emails(text: str) -> Iterator[Span]:
     if "@" not in text:
         return
     for m in _EMAIL.finditer(text):
-        if m.group().startswith("git@") or text.startswith(":", m.end()):
+        if _SSH_REMOTE.match(text, m.end()):
             continue  # an ssh remote (git@host:org/repo), not a mailbox
         if m.start() > 0 and text[m.start() - 1] == "@":
             continue
