@@ -81,6 +81,7 @@ async def test_injection_block_names_the_rule_not_the_detector() -> None:
     error = raised.value
     assert (error.status, error.code) == (400, "policy_violation")
     assert "injection-block" in error.message and "override" not in error.message and "score" not in error.message
+    assert guard._states == {}  # a refused request leaves no state behind
     verdict = request.annotations["guard"]["verdicts"][0]
     assert verdict["rule"] == "injection-block" and verdict["score"] >= 0.5 and "override" in verdict["signals"]
 

@@ -74,8 +74,12 @@ class GuardStage:
         prompt = guard(request.prompt) if request.prompt is not None else None
         suffix = guard(request.suffix) if request.suffix is not None else None
         self._annotate(request, policy, [v for r in results for v in r.verdicts])
-        for checked in results:
-            self.guardrails.enforce(checked)
+        try:
+            for checked in results:
+                self.guardrails.enforce(checked)
+        except PolicyViolation:
+            self._states.pop(request.request_id, None)  # refused: no after() will come for it
+            raise
         return replace(request, messages=messages, prompt=prompt, suffix=suffix)
 
     def screen_retrieved(self, request: GenerationRequest, caller: Any, text: str) -> str:
