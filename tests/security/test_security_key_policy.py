@@ -1,4 +1,4 @@
-"""Keys carry a guardrail policy: stored by migration 0002, set by the CLI and the admin API, checked by name."""
+"""Keys carry a guardrail policy: stored by migration 0003, set by the CLI and the admin API, checked by name."""
 
 from __future__ import annotations
 
