@@ -10,16 +10,25 @@ is what the retrieval stage calls on document text (indirect injection, redactio
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
 
-from garrison.domain import ChatMessage, GenerationDone, GenerationEvent, GenerationRequest, TokenDelta
+from garrison.domain import (
+    ChatMessage,
+    GenerationDone,
+    GenerationEvent,
+    GenerationRequest,
+    GenerationStarted,
+    TokenDelta,
+)
 from garrison.errors import PolicyViolation
+from garrison.guard.egress import EgressStage
 from garrison.guard.policies import Policies
 from garrison.guard.redact import StreamRedactor, StreamRehydrator, Vault
 from garrison.guard.spans import Span
 from garrison.guard.verdicts import Checked, Guardrails, Verdict
+from garrison.pipeline.stages import Stage
 from garrison.settings import GuardPolicy, GuardRule, Settings
 
 _SCREENED_ROLES = frozenset({"user", "tool"})
@@ -58,6 +67,7 @@ class GuardStage:
             return request
         policy, vault = state.policy, state.vault
         results: list[Checked] = []
+        self._annotate(request, policy, [])  # the policy is on record even when no rule fires
 
         def guard(text: str, *, screen: bool = True) -> str:
             checked = self.guardrails.check(
@@ -106,22 +116,29 @@ class GuardStage:
                 yield event
             return
         output = _OutputGuard(self.guardrails, state, rules)
+        annotated = False
         try:
             async for event in events:
                 match event:
+                    case GenerationStarted():
+                        yield event
                     case TokenDelta():
                         piece = output.feed(event.text, event.tokens)
                         if piece is not None:
                             yield piece
                     case GenerationDone():
                         piece = output.finish()
+                        # the request's end is recorded when GenerationDone arrives: verdicts go in first
+                        self._annotate(request, state.policy, output.verdicts())
+                        annotated = True
                         if piece is not None:
                             yield piece
                         yield event
                     case _:
                         assert_never(event)
         finally:
-            self._annotate(request, state.policy, output.verdicts())
+            if not annotated:
+                self._annotate(request, state.policy, output.verdicts())
 
     def _state(self, request: GenerationRequest, caller: Any) -> _RequestState | None:
         state = self._states.get(request.request_id)
@@ -230,3 +247,8 @@ class _OutputGuard:
         if rule.action == "redact":
             return self._state.vault.placeholder(span, rehydrate=False)
         return span.value
+
+
+def guard_stages(settings: Settings, trust_of: Callable[[str], str]) -> list[Stage]:
+    """The guardrail stages in pipeline order: guard (redact, screen), then egress (last, after any labelling)."""
+    return [GuardStage.from_settings(settings), EgressStage(trust_of)]
