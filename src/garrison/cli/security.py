@@ -135,7 +135,7 @@ def list_keys(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
         return
     table = Table(title="API keys")
     table.add_column("id", no_wrap=True)
-    for column in ("name", "env", "scopes", "models", "clearance", "limits", "status", "expires"):
+    for column in ("name", "env", "scopes", "models", "clearance", "policy", "limits", "status", "expires"):
         table.add_column(column, overflow="fold")
     for k in keys:
         limits = [
@@ -150,6 +150,7 @@ def list_keys(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
             ", ".join(k["scopes"]),
             ", ".join(k["models"]),
             k["clearance"],
+            k["policy"] or "-",
             " ".join(x for x in limits if x) or "-",
             k["status"],
             (k["expires_at"] or "-")[:10],
