@@ -87,7 +87,9 @@ async def ask(request: Request, console: Console, who: SignedIn, conv: Conversat
         return [sse({"error": {"message": exc.message, "code": exc.code}}), sse("[DONE]")]
 
     async def body() -> AsyncIterator[bytes]:
-        meta: dict[str, Any] = {"conversation": conv.id, "url": url, "request_id": gen.request_id, "new": new}
+        meta: dict[str, Any] = {
+            "conversation": conv.id, "url": url, "title": conv.title, "request_id": gen.request_id, "new": new,
+        }
         yield f"event: meta\ndata: {json.dumps(meta)}\n\n".encode()
         async for frame in relay(first, events, ctx, on_delta, on_done, on_error):
             yield frame

@@ -85,6 +85,7 @@ class SessionStore:
         now = self.clock()
         last_seen, expires = from_iso(row["last_seen_at"]), from_iso(row["expires_at"])
         if now >= expires or now - last_seen >= self.idle_timeout_s:
+            self.end(session_id)  # expired for good, even if a clock is later set back
             return None
         if now - last_seen >= _TOUCH_EVERY_S:
             self._store.execute("UPDATE console_sessions SET last_seen_at = ? WHERE digest = ?", (to_iso(now), digest))

@@ -65,6 +65,23 @@ async function streamAnswer(form, event) {
   }
 }
 
+function addConversationLink(url, title) {
+  let list = document.querySelector(".conv-list");
+  if (!list) {
+    list = document.createElement("ul");
+    list.className = "conv-list";
+    const empty = document.querySelector(".conversations .muted");
+    if (empty) empty.replaceWith(list); else document.querySelector(".conversations").append(list);
+  }
+  const item = document.createElement("li");
+  const link = document.createElement("a");
+  link.href = url;
+  link.textContent = title;
+  link.setAttribute("aria-current", "page");
+  item.append(link);
+  list.prepend(item);
+}
+
 function handleFrame(frame, answer, status) {
   const lines = frame.split("\n");
   const kind = (lines.find((l) => l.startsWith("event: ")) || "event: message").slice(7);
@@ -74,6 +91,8 @@ function handleFrame(frame, answer, status) {
   if (kind === "meta") {
     if (message.new) {
       history.replaceState(null, "", message.url);
+      document.getElementById("thread-title").textContent = document.title = message.title;
+      addConversationLink(message.url, message.title);
       document.getElementById("chat-form").action = message.url;
       const picker = document.getElementById("model");
       if (picker) picker.closest("form").querySelectorAll("label[for=model], #model").forEach((el) => el.remove());
