@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.fakes import ScriptedEngine, service
 
-from garrison.domain import GenerationDone, GenerationEvent, GenerationRequest, TokenDelta, Usage
 from garrison.security.users import Grants
 from garrison.settings import load_settings
 
 PASSWORD = "correct horse battery staple"
 _CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
-
-
-class ScriptedEngine:
-    """Answers every request with the same pieces (unit tests of the console's HTTP layer only)."""
-
-    def __init__(self, pieces: list[str]) -> None:
-        self.pieces = pieces
-        self.requests: list[GenerationRequest] = []
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        self.requests.append(request)
-        for piece in self.pieces:
-            yield TokenDelta(piece)
-        yield GenerationDone("stop", Usage(prompt_tokens=7, completion_tokens=len(self.pieces)))
 
 
 class FakeClock:
@@ -70,19 +56,15 @@ class ConsoleApp:
 @pytest.fixture
 def console_app(tmp_path: Path) -> Iterator[ConsoleApp]:
     from garrison.api.app import create_app
-    from garrison.registry import ModelInfo, ModelRegistry
     from garrison.security import setup
-    from garrison.service import InferenceService
 
     clock = FakeClock()
     settings = load_settings(home=tmp_path, engine={"embeddings": False}, auth={"enabled": True, "env": "dev"},
                              console={"idle_timeout_s": 600})
     security = setup(settings, clock=clock)
-    engine = ScriptedEngine(["Hel", "lo", "!"])
-    info = ModelInfo(id="fake", kind="generate", path=tmp_path, size_bytes=0, sha256="0", quantization="F16",
-                     context_length=512)
-    service = InferenceService(ModelRegistry([info]), {"fake": engine}, settings)
-    app = create_app(settings, service, security)
+    engine = ScriptedEngine(["Hel", "lo", "!"], prompt_tokens=7)
+    inference = service({"fake": engine}, settings, context_length=512)
+    app = create_app(settings, inference, security)
     try:
         yield ConsoleApp(app, engine, clock)
     finally:

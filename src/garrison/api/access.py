@@ -83,8 +83,9 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["ctx"] = ctx
         security: Security | None = getattr(getattr(scope.get("app"), "state", None), "security", None)
         path = scope["path"]
-        audited = security is not None and path not in security.audit_exclude_paths
-        audit = security.audit if audited and not path.startswith(_CONSOLE_STATIC) else None
+        audit = None
+        if security is not None and path not in security.audit_exclude_paths and not path.startswith(_CONSOLE_STATIC):
+            audit = security.audit
         exchange = _Exchange(ctx, security, audit, send, path)
         bearer = not (path == _CONSOLE or path.startswith(_CONSOLE + "/"))  # the console signs in by session
         if security is not None and security.auth_enabled and bearer and path not in security.public_paths:

@@ -58,7 +58,11 @@ async def chat_new(request: Request, who: User, form: UserForm) -> Response:
     except GarrisonError as exc:
         return _chat_page(request, console, who, error=exc.message, status=exc.status)
     conv = console.conversations.start(who.user.id, model, question)
-    return await ask(request, console, who, conv, question, new=True)
+    try:
+        return await ask(request, console, who, conv, question, new=True)
+    except GarrisonError:
+        console.conversations.delete(who.user.id, conv.id)  # refused (quota, policy): keep no empty thread
+        raise
 
 
 @router.post("/chat/{conv_id}")
