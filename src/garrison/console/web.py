@@ -44,9 +44,13 @@ class ConsoleRoute(APIRoute):
 
         async def route(request: Request) -> Response:
             try:
-                return await handler(request)
+                response = await handler(request)
             except GarrisonError as exc:
-                return error_page(request, exc)
+                response = error_page(request, exc)
+            ctx = get_context(request)
+            if ctx.reason is None:  # what the audit record says of a plain page view
+                ctx.reason = "console session" if ctx.principal is not None else "console, signed out"
+            return response
 
         return route
 
