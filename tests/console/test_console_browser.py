@@ -168,7 +168,9 @@ def test_question_is_answered_as_a_stream_and_audited_as_the_user(driver: WebDri
     assert "Answered (" in driver.find_element(By.ID, "chat-status").text
     screenshot(driver, "chat", site.shots)
     request_id = answer.get_attribute("data-request-id")
-    record = next(r for r in audit_rows(site) if r["request_id"] == request_id)
+    admitted, finished = [r for r in audit_rows(site) if r["request_id"] == request_id]
+    assert (admitted["event"], finished["event"]) == ("request.admitted", "request.finished")
+    record = finished
     pete = site.console.users.find("dev", "pete")
     assert record["key_id"] == pete.principal_id and record["route"] == "/console/chat"
     assert record["completion_tokens"] > 0 and record["model"] == "smollm2-135m-instruct"
@@ -334,7 +336,8 @@ def test_every_page_fits_375_px_and_every_field_has_a_label(driver: WebDriver, s
                 "return [...document.querySelectorAll('button, a')].filter(e => !e.textContent.trim()"
                 " && !e.getAttribute('aria-label')).length")
             assert nameless == 0, page
-        driver.find_element(By.CSS_SELECTOR, ".conv-list a").click()
+        driver.get(f"{site.base}/console/chat")
+        element(driver, ".conv-list a").click()
         element(driver, ".msg.assistant")
         driver.save_screenshot(str(_shot_path(site, "chat-375px")))
     finally:

@@ -18,7 +18,7 @@ from garrison.console.sessions import end_user_sessions
 from garrison.console.web import CONSOLE_PATH, ConsoleRoute
 from garrison.errors import GarrisonError, InvalidRequest
 from garrison.security.principal import CLEARANCES, SCOPES, Limits
-from garrison.security.users import ROLES, new_password, parse_grants
+from garrison.security.users import new_password, parse_grants
 from garrison.store.times import parse_duration, parse_expiry, parse_when, to_iso, utc_day
 
 router = APIRouter(prefix=f"{CONSOLE_PATH}/admin", include_in_schema=False, route_class=ConsoleRoute)
@@ -57,7 +57,8 @@ def _users_page(request: Request, who: SignedIn, *, error: str | None = None, st
     console = console_of(request)
     return console.page(
         "admin_users.html", request, who, status=status, error=error, password=password,
-        users=console.users.all(console.security.env), roles=ROLES, scopes=SCOPES, clearances=CLEARANCES,
+        users=console.users.all(console.security.env), roles=("user", "admin"), scopes=SCOPES,
+        clearances=CLEARANCES,
     )
 
 
