@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 from tests.console.conftest import PASSWORD, ConsoleApp, csrf_of, sign_in
 
 
@@ -262,3 +263,19 @@ async def test_next_parameter_cannot_redirect_off_the_console(console_app: Conso
         response = await http.post("/console/login", data={
             "username": "pat", "password": PASSWORD, "csrf_token": csrf_of(page.text), "next": "//evil.example/"})
         assert response.headers["location"] == "/console/chat"
+
+
+async def test_cookies_are_secure_over_tls(console_app: ConsoleApp) -> None:
+    console_app.add_user("quin")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=console_app.app), base_url="https://test") as http:
+        response = await sign_in(http, "quin")
+    cookies = response.headers.get_list("set-cookie")
+    assert all("Secure" in c for c in cookies if c.startswith(("garrison_session=", "garrison_csrf=")))
+
+
+async def test_a_callback_that_did_not_start_here_is_refused_and_audited(console_app: ConsoleApp) -> None:
+    async with console_app.client() as http:
+        response = await http.get("/console/oidc/callback", params={"state": "x", "code": "y"})
+    assert response.status_code == 401 and "Single sign-on failed" in response.text
+    record = _records(console_app)[-1]
+    assert record["route"] == "/console/oidc/callback" and record["decision"] == "deny"
