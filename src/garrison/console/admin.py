@@ -13,13 +13,13 @@ from fastapi.responses import RedirectResponse, Response
 
 from garrison.api.context import get_context
 from garrison.console import charts
-from garrison.console.auth import AdminForm, AdminUser, SignedIn, console_of
+from garrison.console.auth import AdminForm, AdminUser, SignedIn, checked_scopes, console_of, expiry
 from garrison.console.sessions import end_user_sessions
 from garrison.console.web import CONSOLE_PATH, ConsoleRoute
 from garrison.errors import GarrisonError, InvalidRequest
 from garrison.security.principal import CLEARANCES, SCOPES, Limits
 from garrison.security.users import new_password, parse_grants
-from garrison.store.times import parse_duration, parse_expiry, parse_when, to_iso, utc_day
+from garrison.store.times import parse_duration, parse_when, to_iso, utc_day
 
 router = APIRouter(prefix=f"{CONSOLE_PATH}/admin", include_in_schema=False, route_class=ConsoleRoute)
 _USAGE_DAYS = 14
@@ -38,7 +38,7 @@ def _int_or_none(form: dict[str, Any], name: str) -> int | None:
 def _grants_from(form: dict[str, Any]) -> Any:
     return parse_grants(
         role=str(form.get("role") or "user"),
-        scopes=[s for s in SCOPES if form.get(f"scope_{s}")],
+        scopes=checked_scopes(form),
         models=str(form.get("models") or "*").split(","),
         clearance=str(form.get("clearance") or "public"),
         limits=Limits(_int_or_none(form, "rpm"), _int_or_none(form, "tpm"), _int_or_none(form, "daily_tokens")),
@@ -165,11 +165,10 @@ async def keys_create(request: Request, who: AdminUser, form: AdminForm) -> Resp
     now = console.security.guard.clock()
     try:
         grants = _grants_from(form)
-        expires = str(form.get("expires") or "").strip()
         issued = console.security.keys.create(
             name=str(form.get("name") or ""), env=console.security.env, scopes=grants.scopes,
             models=grants.models, clearance=grants.clearance, limits=grants.limits,
-            expires_at=parse_expiry(expires, now) if expires else None,
+            expires_at=expiry(form, now),
         )
     except GarrisonError as exc:
         return _keys_page(request, who, error=exc.message, status=exc.status)

@@ -25,8 +25,9 @@ from garrison.api.context import get_context
 from garrison.console.sessions import Session, derive_key, sign, unsign
 from garrison.console.web import CONSOLE_PATH, ConsoleRoute, SignInRequired
 from garrison.errors import GarrisonError, PermissionDenied, RateLimited, Unauthenticated
+from garrison.security.principal import SCOPES
 from garrison.security.users import UserRecord
-from garrison.store.times import Clock
+from garrison.store.times import Clock, parse_expiry
 
 if TYPE_CHECKING:
     from garrison.console.app import Console
@@ -169,6 +170,17 @@ async def admin_form(request: Request, who: AdminUser) -> dict[str, Any]:
 
 UserForm = Annotated[dict[str, Any], Depends(user_form)]
 AdminForm = Annotated[dict[str, Any], Depends(admin_form)]
+
+
+def checked_scopes(form: dict[str, Any]) -> list[str]:
+    """The scopes ticked in a key or user form (`scope_<name>` checkboxes)."""
+    return [s for s in SCOPES if form.get(f"scope_{s}")]
+
+
+def expiry(form: dict[str, Any], now: float) -> float | None:
+    """A form's `expires` field (30d, or a date) as epoch seconds; None when empty."""
+    text = str(form.get("expires") or "").strip()
+    return parse_expiry(text, now) if text else None
 
 
 def set_cookie(

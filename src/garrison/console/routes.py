@@ -9,12 +9,11 @@ from fastapi.responses import RedirectResponse, Response
 
 from garrison.api.context import get_context
 from garrison.console.app import Console
-from garrison.console.auth import SignedIn, User, UserForm, console_of
+from garrison.console.auth import SignedIn, User, UserForm, checked_scopes, console_of, expiry
 from garrison.console.chat import ask, chat_models, check_question
 from garrison.console.web import CONSOLE_PATH, ConsoleRoute
 from garrison.errors import GarrisonError, InvalidRequest
 from garrison.security.principal import CLEARANCES, SCOPES, Limits
-from garrison.store.times import parse_expiry
 
 router = APIRouter(prefix=CONSOLE_PATH, include_in_schema=False, route_class=ConsoleRoute)
 
@@ -106,15 +105,14 @@ async def keys_create(request: Request, who: User, form: UserForm) -> Response:
     console = console_of(request)
     now = console.security.guard.clock()
     try:
-        scopes = [s for s in SCOPES if form.get(f"scope_{s}")]
+        scopes = checked_scopes(form)
         if not scopes:
             raise InvalidRequest("choose at least one scope", param="scopes")
         models = [m.strip() for m in str(form.get("models") or "*").split(",") if m.strip()]
-        expires = str(form.get("expires") or "").strip()
         issued = console.users.create_key(
             who.user, console.security.keys, name=str(form.get("name") or ""), scopes=scopes, models=models,
             clearance=str(form.get("clearance") or "public"), limits=Limits(),
-            expires_at=parse_expiry(expires, now) if expires else None,
+            expires_at=expiry(form, now),
         )
     except GarrisonError as exc:
         return _keys_page(request, who, error=exc.message, status=exc.status)
