@@ -70,6 +70,51 @@ class EngineSettings(BaseModel):
     embeddings: bool = Field(default=True, description="Serve the all-MiniLM-L6-v2 embedding model.")
 
 
+Clearance = Literal["public", "internal", "confidential", "restricted"]
+
+
+class OidcRule(BaseModel):
+    """What a person gets when their ID token's `claim` equals `value` (or, for a list claim, contains it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    claim: str = Field(description="ID token (or userinfo) claim to look at, e.g. 'groups'.")
+    value: str = Field(description="The value that triggers this rule, e.g. 'garrison-admins'.")
+    role: Literal["admin", "user"] | None = Field(default=None, description="Role granted (admin wins).")
+    clearance: Clearance | None = Field(default=None, description="Clearance granted (the highest one wins).")
+    scopes: list[str] = Field(default_factory=list, description="Scopes added to the defaults.")
+    models: list[str] = Field(default_factory=list, description="Models added to the defaults ('*' = all).")
+
+
+class OidcSettings(BaseModel):
+    """Single sign-on to the console through an OpenID Connect provider (authorization code + PKCE)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str = Field(description="The provider's issuer URL; its /.well-known/openid-configuration is read.")
+    client_id: str = Field(description="This garrison's client id at the provider.")
+    client_secret_env: str = Field(
+        default="GARRISON_OIDC_CLIENT_SECRET",
+        description="Environment variable holding the client secret (never put the secret in garrison.toml).",
+    )
+    redirect_url: str | None = Field(
+        default=None,
+        description="Callback registered at the provider (default: this server's /console/oidc/callback).",
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile", "email"], description="Scopes asked for."
+    )
+    username_claim: str = Field(default="preferred_username", description="Claim used as the username.")
+    label: str = Field(default="Sign in with single sign-on", description="Text of the sign-in button.")
+    default_role: Literal["admin", "user"] = Field(default="user", description="Role when no rule says more.")
+    default_clearance: Clearance = Field(default="public", description="Clearance when no rule says more.")
+    default_scopes: list[str] = Field(default_factory=lambda: ["chat"], description="Scopes every person gets.")
+    default_models: list[str] = Field(default_factory=lambda: ["*"], description="Models every person gets.")
+    require_rule: bool = Field(default=False, description="Refuse people whom no rule matches.")
+    rules: list[OidcRule] = Field(default_factory=list, description="Claim -> role/clearance/scopes mapping.")
+    timeout_s: float = Field(default=10.0, gt=0, description="Timeout of each request to the provider.")
+
+
 class AuthSettings(BaseModel):
     """API key authentication."""
 
@@ -86,6 +131,29 @@ class AuthSettings(BaseModel):
     )
     admin_key_file: Path | None = Field(
         default=None, description="File for the first admin key, 0600 (default: GARRISON_HOME/admin.key)."
+    )
+    oidc: OidcSettings | None = Field(default=None, description="Console single sign-on (off when unset).")
+
+
+class ConsoleSettings(BaseModel):
+    """The web console at /console: sessions, sign-in throttling and chat defaults."""
+
+    enabled: bool = Field(default=True, description="Serve the console at /console.")
+    idle_timeout_s: int = Field(default=1800, ge=30, description="A session ends after this long unused.")
+    session_lifetime_s: int = Field(default=43200, ge=60, description="A session ends this long after sign-in.")
+    secure_cookies: Literal["auto", "always", "never"] = Field(
+        default="auto", description="Mark cookies Secure: when served over TLS (auto), always, or never."
+    )
+    login_failures_per_user: int = Field(
+        default=5, ge=1, description="Failed sign-ins allowed per username within login_window_s."
+    )
+    login_failures_per_client: int = Field(
+        default=20, ge=1, description="Failed sign-ins allowed per client address within login_window_s."
+    )
+    login_window_s: int = Field(default=900, ge=1, description="The window failed sign-ins are counted in.")
+    max_tokens: int = Field(default=512, ge=1, description="Longest console reply, in tokens.")
+    history_messages: int = Field(
+        default=20, ge=1, description="Earlier messages of a conversation sent with each question."
     )
 
 
@@ -207,6 +275,7 @@ class Settings(BaseSettings):
     guardrails: GuardrailSettings = Field(
         default_factory=GuardrailSettings, description="Guardrail policies ([[guardrails.policies]])."
     )
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings, description="Web console settings.")
 
     @field_validator("home")
     @classmethod
