@@ -87,6 +87,11 @@ class AuditSettings(BaseModel):
     exclude_paths: list[str] = Field(
         default_factory=lambda: ["/health"], description="Paths left out of the audit log (liveness probes)."
     )
+    group_commit: bool = Field(
+        default=True,
+        description="Make concurrent requests' audit records durable with one shared fsync (each request is "
+        "still answered only once its own record is on disk).",
+    )
 
 
 class Settings(BaseSettings):
