@@ -112,6 +112,7 @@ class InferenceService:
 
     async def complete(self, request: GenerationRequest) -> Completion:
         """Generate to the end and return the whole text."""
+        request.stream = False  # the caller takes it whole: an engine may fetch it in one piece
         parts: list[str] = []
         done: GenerationDone | None = None
         async for event in self.stream(request):
