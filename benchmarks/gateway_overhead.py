@@ -331,7 +331,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _wait_ready(f"http://127.0.0.1:{port}/health/liveliness", proc, "litellm")
             targets.append(Target("litellm", f"http://127.0.0.1:{port}/v1", MASTER_KEY, proc.pid))
             out = subprocess.run([args.litellm, "--version"], capture_output=True, text=True, env=lenv, check=False)
-            litellm_version = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else None
+            litellm_version = out.stdout.strip().rpartition('=')[2].strip() or None
         counts = {1: args.requests_c1, 16: args.requests_c16, 64: args.requests_c64}
         rss_start = {t.name: t.rss_mb() for t in targets}
         levels = asyncio.run(_measure(targets, counts, args.rounds, args.warmup))
@@ -395,6 +395,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def markdown_table(result: dict[str, Any]) -> str:
+    """The docs/upstreams.md table: added latency per target and level, rates at c=64, RSS over the soak."""
+    gateways = [name for name in ("garrison", "garrison_nogroup", "litellm") if name in result["levels"]["c1_whole"]]
+    lines = ["| level | " + " | ".join(f"{g} added p50 / p99 (ms)" for g in gateways) + " | LiteLLM / garrison (p50) |",
+             "| --- |" + " --- |" * (len(gateways) + 1)]
+    for name, level in result["levels"].items():
+        cells = [f"{level[g]['added_p50_ms']:.2f} / {level[g]['added_p99_ms']:.2f}" for g in gateways]
+        ratio = result["litellm_vs_garrison"][name]["litellm_over_garrison_added_p50"]
+        lines.append(f"| {name.replace('_', ' ')} | " + " | ".join(cells) + f" | {ratio if ratio else '-'}x |")
+    rates = result["requests_per_s_at_saturation_c64"]
+    lines += ["", "| requests/s at c=64 | direct | " + " | ".join(gateways) + " |",
+              "| --- |" + " --- |" * (len(gateways) + 1)]
+    for kind, row in rates.items():
+        lines.append(f"| {kind} | {row['direct']:.0f} | " + " | ".join(f"{row[g]:.0f}" for g in gateways) + " |")
+    lines += ["", "| soak | requests | seconds | RSS before (MB) | RSS after (MB) |", "| --- | --- | --- | --- | --- |"]
+    for name, soak in result["soak"].items():
+        lines.append(f"| {name} | {soak['requests']} | {soak['seconds']} | {soak['rss_mb_before']} | "
+                     f"{soak['rss_mb_after']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--litellm", default="/tmp/litellm-venv/bin/litellm",
@@ -408,12 +429,16 @@ def main() -> None:
     parser.add_argument("--soak-others", type=int, default=10_000, help="Soak requests for the other gateways.")
     parser.add_argument("--soak-budget", type=float, default=180.0, help="Seconds a soak may take at most.")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gateway_overhead.json")
+    parser.add_argument("--table", type=Path, help="Print the markdown table of a results file and exit.")
     parser.add_argument("--serve-mock", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-garrison", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--no-group-commit", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return
     if args.serve_mock:
         serve_mock(args.serve_mock)
         return
@@ -425,6 +450,7 @@ def main() -> None:
     result = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown_table(result))
     print(f"wrote {args.out}")
 
 

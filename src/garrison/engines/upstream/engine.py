@@ -139,6 +139,11 @@ class UpstreamEngine:
         await self.pool.aclose()
         self._started = False
 
+    async def probe(self) -> dict[str, Any]:
+        """Probe every replica once, then describe them (for `garrison models list`, outside a server)."""
+        await self.health.check_all()
+        return self.describe()
+
     def describe(self) -> dict[str, Any]:
         """The model's upstream state for /health and `garrison models list`."""
         return {
