@@ -3,7 +3,7 @@
 One fast mock OpenAI upstream (raw asyncio on uvloop, canned answers: no engine, no sleeps) runs in its own
 process. The same chat completions, non-streamed and streamed, go to it
   direct            straight to the mock
-  garrison          through garrison (auth + quotas + audit on, audit group commit on), engine = "openai"
+  garrison          through `garrison serve` (auth + quotas + audit on, group commit on), engine = "openai"
   garrison_nogroup  the same with `audit.group_commit = false` (one fsync per request)
   litellm           through LiteLLM's proxy (one worker, its own venv, the same mock, a master key)
 at concurrency 1, 16 and 64, interleaved round by round in shuffled order so drift hits every target alike.
@@ -110,29 +110,15 @@ def serve_mock(port: int) -> None:
     uvloop.run(main())
 
 
-def serve_garrison(home: Path, port: int, upstream: str, group_commit: bool) -> None:
-    """Child process: garrison's app (the one `garrison serve` builds) with one upstream model, on uvicorn."""
-    import uvicorn
-
-    from garrison.api.app import create_app
-    from garrison.engines.upstream.config import UpstreamModelConfig
-    from garrison.engines.upstream.engine import create_engine
-    from garrison.registry import ModelInfo, ModelRegistry
-    from garrison.security import setup
-    from garrison.service import InferenceService
-    from garrison.settings import Settings
-
-    settings = Settings(
-        home=home, host="127.0.0.1", port=port, default_model=False, log_level="warning",
-        engine={"embeddings": False, "max_queue": 1024}, auth={"enabled": True, "env": "dev"},
-        audit={"group_commit": group_commit},
+def _garrison_config(path: Path, upstream: str, group_commit: bool) -> None:
+    """The garrison.toml of a benchmark gateway: auth on, no local model, one upstream model."""
+    path.write_text(
+        "default_model = false\n"
+        "[engine]\nembeddings = false\nmax_queue = 1024\n"
+        '[auth]\nenabled = true\nenv = "dev"\n'
+        f"[audit]\ngroup_commit = {'true' if group_commit else 'false'}\n"
+        f'[[models]]\nid = "{MODEL}"\nengine = "openai"\nupstreams = ["{upstream}"]\nupstream_model = "mock"\n'
     )
-    config = UpstreamModelConfig(id=MODEL, engine="openai", upstreams=[upstream], upstream_model="mock")
-    info = ModelInfo(id=MODEL, kind="generate", path=Path(__file__), size_bytes=0, sha256="", quantization="remote",
-                     context_length=4096)
-    service = InferenceService(ModelRegistry([info]), {MODEL: create_engine(config)}, settings)  # type: ignore[dict-item]
-    app = create_app(settings, service, setup(settings))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 def _free_port() -> int:
@@ -315,8 +301,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             home = homes[name] = root / name
             token = _bench_key(home)
             port = _free_port()
-            proc = start([sys.executable, __file__, "--serve-garrison", str(port), "--home", str(home),
-                          "--upstream", mock_base, *([] if group else ["--no-group-commit"])], env=env)
+            config = root / f"{name}.toml"
+            _garrison_config(config, mock_base, group)
+            proc = start([sys.executable, "-m", "garrison", "serve", "--config", str(config), "--home", str(home),
+                          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env,
+                         stderr=subprocess.DEVNULL)
             _wait_ready(f"http://127.0.0.1:{port}/health", proc, name)
             targets.append(Target(name, f"http://127.0.0.1:{port}/v1", token, proc.pid))
         litellm_version = None
@@ -369,8 +358,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "route": "POST /v1/chat/completions (max_tokens 16; streamed: 8 content chunks + finish + usage + [DONE])",
         "targets": {
             "direct": "the mock upstream itself (raw asyncio on uvloop, canned answers)",
-            "garrison": "garrison app on uvicorn (uvloop, httptools): API key check, scope/model check, rpm/tpm/"
-                        "daily quotas, usage row + audit record durable before the answer (group commit on), "
+            "garrison": "`garrison serve --config` (uvicorn with uvloop and httptools): API key check, scope/model "
+                        "check, rpm/tpm/daily quotas, usage + audit records durable before the answer (group commit), "
                         "engine = 'openai' over one pooled replica",
             "garrison_nogroup": "the same with audit.group_commit = false (one fsync per request)",
             "litellm": f"LiteLLM proxy {litellm_version or '(not run)'}, one worker, master key, no database, "
@@ -431,19 +420,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gateway_overhead.json")
     parser.add_argument("--table", type=Path, help="Print the markdown table of a results file and exit.")
     parser.add_argument("--serve-mock", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--serve-garrison", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--upstream", help=argparse.SUPPRESS)
-    parser.add_argument("--no-group-commit", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.table:
         print(markdown_table(json.loads(args.table.read_text())))
         return
     if args.serve_mock:
         serve_mock(args.serve_mock)
-        return
-    if args.serve_garrison:
-        serve_garrison(args.home, args.serve_garrison, args.upstream, not args.no_group_commit)
         return
     if args.litellm and not Path(args.litellm).exists():
         parser.error(f"{args.litellm} not found: pip install 'litellm[proxy]' into a separate venv, or --litellm ''")
