@@ -13,6 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
+from garrison.domain import GenerationDone, GenerationRequest, TokenDelta
+from garrison.engines.upstream.engine import UpstreamEngine
+
 
 @dataclass
 class Script:
@@ -82,6 +85,12 @@ class ScriptedUpstream:
         text = body if isinstance(body, str) else json.dumps(body)
         return web.Response(status=s.status, text=text, headers=s.headers, content_type="application/json")
 
+    async def _early(self) -> web.Response | None:
+        """Hang or fail as scripted, before any answer."""
+        if self.script.hang:
+            await self._hang()
+        return self._error()
+
     async def _hang(self) -> None:
         await self._stopping.wait()
 
@@ -132,11 +141,9 @@ class ScriptedUpstream:
     async def openai(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
         s = self.script
-        if s.hang:
-            await self._hang()
-        error = self._error()
-        if error is not None:
-            return error
+        early = await self._early()
+        if early is not None:
+            return early
         chat = request.path.endswith("/chat/completions")
         usage = {"prompt_tokens": 7, "completion_tokens": len(s.chunks), "total_tokens": 7 + len(s.chunks)}
         if not body.get("stream"):
@@ -178,11 +185,9 @@ class ScriptedUpstream:
     async def ollama(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
         s = self.script
-        if s.hang:
-            await self._hang()
-        error = self._error()
-        if error is not None:
-            return error
+        early = await self._early()
+        if early is not None:
+            return early
         chat = request.path == "/api/chat"
 
         def line(piece: str, done: bool) -> dict[str, Any]:
@@ -209,3 +214,16 @@ class ScriptedUpstream:
             return error
         return web.json_response({"embeddings": [[float(len(t)), 2.0] for t in body["input"]],
                                   "prompt_eval_count": 4})
+
+
+async def generate_all(engine: UpstreamEngine, request: GenerationRequest) -> tuple[list[str], GenerationDone]:
+    """Every delta an engine yields for `request`, and its closing event."""
+    deltas: list[str] = []
+    done: GenerationDone | None = None
+    async for event in engine.generate(request):
+        if isinstance(event, TokenDelta):
+            deltas.append(event.text)
+        elif isinstance(event, GenerationDone):
+            done = event
+    assert done is not None
+    return deltas, done

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from scripted_upstream import ScriptedUpstream
+from scripted_upstream import ScriptedUpstream, generate_all
 
 from garrison.domain import (
     ChatMessage,
@@ -53,15 +53,8 @@ def _chat(stream: bool = True, **sampling: Any) -> GenerationRequest:
 
 
 async def _collect(engine: UpstreamEngine, request: GenerationRequest) -> tuple[str, GenerationDone]:
-    parts: list[str] = []
-    done: GenerationDone | None = None
-    async for event in engine.generate(request):
-        if isinstance(event, TokenDelta):
-            parts.append(event.text)
-        else:
-            done = event
-    assert done is not None
-    return "".join(parts), done
+    deltas, done = await generate_all(engine, request)
+    return "".join(deltas), done
 
 
 async def _eventually(condition: Callable[[], bool | Awaitable[bool]], what: str, deadline_s: float = 10.0) -> None:

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from peers import GarrisonPeer, LlamaCppServer
+from scripted_upstream import generate_all
 
-from garrison.domain import ChatMessage, EmbeddingRequest, GenerationDone, GenerationRequest, SamplingParams, TokenDelta
+from garrison.domain import ChatMessage, EmbeddingRequest, GenerationRequest, SamplingParams
 from garrison.engines.upstream.config import UpstreamModelConfig
 from garrison.engines.upstream.engine import UpstreamEngine, create_engine
 from garrison.errors import GarrisonError, ModelNotFound, UpstreamUnavailable
@@ -43,18 +44,6 @@ def _chat(stream: bool, max_tokens: int = 8) -> GenerationRequest:
                              sampling=SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=1))
 
 
-async def _run(engine: UpstreamEngine, request: GenerationRequest) -> tuple[list[str], GenerationDone]:
-    deltas: list[str] = []
-    done: GenerationDone | None = None
-    async for event in engine.generate(request):
-        if isinstance(event, TokenDelta):
-            deltas.append(event.text)
-        else:
-            done = event
-    assert done is not None
-    return deltas, done
-
-
 @pytest.fixture
 async def engines() -> AsyncIterator[list[UpstreamEngine]]:
     made: list[UpstreamEngine] = []
@@ -71,15 +60,15 @@ def _make(engines: list[UpstreamEngine], **fields: Any) -> UpstreamEngine:
 
 async def test_llama_cpp_server_as_an_openai_upstream(llama_server: LlamaCppServer, engines) -> None:  # type: ignore[no-untyped-def]
     engine = _make(engines, engine="openai", upstreams=[f"{llama_server.url}/v1"], upstream_model="up-model")
-    streamed, done = await _run(engine, _chat(stream=True))
-    whole, whole_done = await _run(engine, _chat(stream=False))
+    streamed, done = await generate_all(engine, _chat(stream=True))
+    whole, whole_done = await generate_all(engine, _chat(stream=False))
     assert len(streamed) >= 2  # relayed chunk by chunk
     assert "".join(streamed) == "".join(whole) and whole[0]  # greedy: the same text either way
     assert done.usage.completion_tokens == whole_done.usage.completion_tokens == 8
     assert done.finish_reason == "length" and whole_done.usage.prompt_tokens > 0
     prompt = GenerationRequest(model="remote", prompt="The capital of France is", raw=True, stream=False,
                                sampling=SamplingParams(max_tokens=4, temperature=0.0))
-    text, _ = await _run(engine, prompt)
+    text, _ = await generate_all(engine, prompt)
     assert "".join(text).strip()
     await engine.health.check_all()
     replica = engine.describe()["replicas"][0]
@@ -87,15 +76,15 @@ async def test_llama_cpp_server_as_an_openai_upstream(llama_server: LlamaCppServ
     pinned = _make(engines, engine="openai", upstreams=[f"{llama_server.url}/v1"], upstream_model="up-model",
                    revision="anything")
     with pytest.raises(UpstreamUnavailable, match="does not report a revision"):
-        await _run(pinned, _chat(stream=True))
+        await generate_all(pinned, _chat(stream=True))
 
 
 async def test_garrison_peer_as_an_openai_upstream(peer: GarrisonPeer, engines, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("PEER_KEY", peer.key)
     engine = _make(engines, engine="openai", upstreams=[f"{peer.url}/v1"], upstream_model=MODEL,
                    api_key_env="PEER_KEY")
-    streamed, done = await _run(engine, _chat(stream=True))
-    whole, _ = await _run(engine, _chat(stream=False))
+    streamed, done = await generate_all(engine, _chat(stream=True))
+    whole, _ = await generate_all(engine, _chat(stream=False))
     assert len(streamed) >= 2 and "".join(streamed) == "".join(whole)
     assert done.usage.prompt_tokens > 0 and done.usage.completion_tokens == 8
     embedder = _make(engines, engine="openai", kind="embed", upstreams=[f"{peer.url}/v1"],
@@ -105,12 +94,12 @@ async def test_garrison_peer_as_an_openai_upstream(peer: GarrisonPeer, engines, 
     missing = _make(engines, engine="openai", upstreams=[f"{peer.url}/v1"], upstream_model="no-such-model",
                     api_key_env="PEER_KEY")
     with pytest.raises(ModelNotFound, match="remote"):
-        await _run(missing, _chat(stream=False))
+        await generate_all(missing, _chat(stream=False))
     monkeypatch.setenv("PEER_KEY", "gk-dev-wrong")
     wrong = _make(engines, engine="openai", upstreams=[f"{peer.url}/v1"], upstream_model=MODEL,
                   api_key_env="PEER_KEY")
     with pytest.raises(UpstreamUnavailable, match="credentials") as info:
-        await _run(wrong, _chat(stream=True))
+        await generate_all(wrong, _chat(stream=True))
     assert "gk-dev-wrong" not in info.value.message
 
 
@@ -119,18 +108,18 @@ async def test_garrison_peer_as_an_ollama_upstream_pinned_by_digest(peer: Garris
     digest = sha256_file(embedded_model_path())
     engine = _make(engines, engine="ollama", upstreams=[peer.url], upstream_model=MODEL, api_key_env="PEER_KEY",
                    revision=f"sha256:{digest}")
-    streamed, done = await _run(engine, _chat(stream=True))
-    whole, _ = await _run(engine, _chat(stream=False))
+    streamed, done = await generate_all(engine, _chat(stream=True))
+    whole, _ = await generate_all(engine, _chat(stream=False))
     assert len(streamed) >= 2 and "".join(streamed) == "".join(whole)
     assert done.usage.completion_tokens == 8 and done.timings.eval_ns > 0
     raw = GenerationRequest(model="remote", prompt="1, 2, 3,", raw=True, stream=True,
                             sampling=SamplingParams(max_tokens=4, temperature=0.0))
-    assert "".join((await _run(engine, raw))[0]).strip()
+    assert "".join((await generate_all(engine, raw))[0]).strip()
     assert engine.describe()["replicas"][0]["revision"] == digest
     drifted = _make(engines, engine="ollama", upstreams=[peer.url], upstream_model=MODEL, api_key_env="PEER_KEY",
                     revision="sha256:" + "0" * 64)
     with pytest.raises(UpstreamUnavailable, match="pins"):
-        await _run(drifted, _chat(stream=False))
+        await generate_all(drifted, _chat(stream=False))
 
 
 async def _poll(condition, what: str, deadline_s: float = 90) -> None:  # type: ignore[no-untyped-def]
@@ -163,7 +152,7 @@ async def _run_kill_test(engine: UpstreamEngine, first: GarrisonPeer) -> None:
     async def client() -> None:
         while not stop.is_set():
             try:
-                await _run(engine, _chat(stream=False, max_tokens=2))
+                await generate_all(engine, _chat(stream=False, max_tokens=2))
                 ok.append("ok")
             except GarrisonError as exc:
                 failed.append(exc)

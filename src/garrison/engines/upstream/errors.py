@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from garrison.domain import EmbeddingRequest, EmbeddingResult
 from garrison.errors import (
     ContextLengthExceeded,
     GarrisonError,
@@ -158,3 +159,13 @@ def json_object(body: bytes, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ReplicaFailure(f"{where}: the answer is not a JSON object", "protocol")
     return data
+
+
+def embedding_result(vectors: Any, tokens: Any, request: EmbeddingRequest) -> EmbeddingResult:
+    """Vectors an upstream returned for `request` (a replica failure when they do not match its inputs)."""
+    if not isinstance(vectors, list) or len(vectors) != len(request.inputs):
+        raise ReplicaFailure(f"expected {len(request.inputs)} embeddings in the answer", "protocol")
+    if any(not isinstance(v, list) for v in vectors):
+        raise ReplicaFailure("an embedding is not a list of numbers (ask for encoding_format=float)", "protocol")
+    counted = tokens if isinstance(tokens, int) else sum(len(t) for t in request.inputs) // 4
+    return EmbeddingResult(model=request.model, vectors=vectors, prompt_tokens=counted)

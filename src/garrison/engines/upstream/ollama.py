@@ -21,7 +21,7 @@ from garrison.domain import (
     TokenDelta,
     Usage,
 )
-from garrison.engines.upstream.errors import ReplicaFailure
+from garrison.engines.upstream.errors import ReplicaFailure, embedding_result
 from garrison.engines.upstream.integrity import Probe
 
 
@@ -152,14 +152,7 @@ class OllamaWire:
         return "/api/embed", body
 
     def embeddings(self, data: dict[str, Any], request: EmbeddingRequest) -> EmbeddingResult:
-        vectors = data.get("embeddings")
-        if not isinstance(vectors, list) or len(vectors) != len(request.inputs):
-            raise ReplicaFailure(f"expected {len(request.inputs)} embeddings in the answer", "protocol")
-        tokens = data.get("prompt_eval_count")
-        return EmbeddingResult(
-            model=request.model, vectors=vectors,
-            prompt_tokens=tokens if isinstance(tokens, int) else sum(len(t) for t in request.inputs) // 4,
-        )
+        return embedding_result(data.get("embeddings"), data.get("prompt_eval_count"), request)
 
     def probe(self, data: dict[str, Any], model: str) -> Probe:
         wanted = {model, f"{model}:latest"} if ":" not in model else {model}

@@ -22,7 +22,7 @@ from garrison.domain import (
     TokenDelta,
     Usage,
 )
-from garrison.engines.upstream.errors import ReplicaFailure, upstream_message
+from garrison.engines.upstream.errors import ReplicaFailure, embedding_result, upstream_message
 from garrison.engines.upstream.integrity import Probe
 
 
@@ -173,18 +173,12 @@ class OpenAIWire:
 
     def embeddings(self, data: dict[str, Any], request: EmbeddingRequest) -> EmbeddingResult:
         rows = data.get("data")
-        if not isinstance(rows, list) or len(rows) != len(request.inputs):
-            raise ReplicaFailure(f"expected {len(request.inputs)} embeddings in the answer", "protocol")
-        ordered = sorted(rows, key=lambda r: r.get("index", 0) if isinstance(r, dict) else 0)
-        vectors = [r.get("embedding") for r in ordered if isinstance(r, dict)]
-        if any(not isinstance(v, list) for v in vectors):
-            raise ReplicaFailure("an embedding is not a list of numbers (ask for encoding_format=float)", "protocol")
+        if not isinstance(rows, list):
+            raise ReplicaFailure("the answer has no data", "protocol")
+        ordered = sorted((r for r in rows if isinstance(r, dict)), key=lambda r: r.get("index", 0))
         usage = data.get("usage")
         tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-        return EmbeddingResult(
-            model=request.model, vectors=vectors,  # type: ignore[arg-type]
-            prompt_tokens=tokens if isinstance(tokens, int) else sum(len(t) for t in request.inputs) // 4,
-        )
+        return embedding_result([r.get("embedding") for r in ordered], tokens, request)
 
     def probe(self, data: dict[str, Any], model: str) -> Probe:
         for entry in data.get("data") or []:
