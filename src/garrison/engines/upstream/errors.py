@@ -145,6 +145,9 @@ def no_replica(model_id: str, failures: Sequence[tuple[str, ReplicaFailure]], id
 
 def describe(exc: BaseException) -> str:
     """A short reason for a transport exception, for the replica's state and the 502 message."""
+    os_error = getattr(exc, "os_error", None)  # aiohttp's ClientConnectorError wraps the socket's error
+    if isinstance(os_error, OSError):
+        return f"cannot connect ({type(os_error).__name__})"
     name = type(exc).__name__
     text = str(exc).strip()
     return f"{name}: {text}" if text else name
