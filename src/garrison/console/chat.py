@@ -104,7 +104,7 @@ async def ask(request: Request, console: Console, who: SignedIn, conv: Conversat
         model=conv.model, messages=messages,
         sampling=SamplingParams(max_tokens=console.settings.console.max_tokens, temperature=0.7),
     )
-    generation = get_generation(request, console.inference, who.user.principal())
+    generation = await get_generation(request, console.inference, who.user.principal())
     gen.request_id = generation.origin.request_id
     if wants_stream(request):
         framer = ConsoleFramer(console, who, conv, question, gen.request_id, new=new)
