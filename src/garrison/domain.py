@@ -47,6 +47,14 @@ class ResponseFormat:
 
 
 @dataclass(slots=True)
+class RetrievalOptions:
+    """A request's ask to ground the answer in documents: these collections (None: all it may see), k chunks."""
+
+    collections: list[str] | None = None
+    k: int | None = None
+
+
+@dataclass(slots=True)
 class GenerationRequest:
     """One text generation: a chat (`messages`) or a raw/FIM completion (`prompt`, `suffix`)."""
 
@@ -59,6 +67,9 @@ class GenerationRequest:
     response_format: ResponseFormat | None = None
     request_id: str = field(default_factory=new_request_id)
     created: float = field(default_factory=time.time)
+    documents: RetrievalOptions | None = None
+    annotations: dict[str, Any] = field(default_factory=dict)
+    data_label: str | None = None
 
     @property
     def is_chat(self) -> bool:
@@ -104,7 +115,37 @@ class GenerationDone:
     timings: Timings = field(default_factory=Timings)
 
 
-GenerationEvent = TokenDelta | GenerationDone
+@dataclass(slots=True, frozen=True)
+class Citation:
+    """One retrieved chunk the answer was given: its number in the prompt, its document and the quoted span."""
+
+    number: int
+    document_id: str
+    title: str
+    path: str
+    collection: str
+    page: int | None
+    heading: str | None
+    label: str
+    quote: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number, "document_id": self.document_id, "title": self.title, "path": self.path,
+            "collection": self.collection, "page": self.page, "heading": self.heading, "label": self.label,
+            "quote": self.quote,
+        }
+
+
+@dataclass(slots=True)
+class Citations:
+    """The documents an answer is grounded in and its classification; sent just before `GenerationDone`."""
+
+    items: list[Citation]
+    classification: str | None
+
+
+GenerationEvent = TokenDelta | Citations | GenerationDone
 
 
 @dataclass(slots=True)
@@ -118,6 +159,7 @@ class Completion:
     usage: Usage
     timings: Timings
     created: float
+    citations: Citations | None = None
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from garrison.domain import (
+    Citations,
     Completion,
     EmbeddingRequest,
     EmbeddingResult,
@@ -114,9 +115,12 @@ class InferenceService:
         """Generate to the end and return the whole text."""
         parts: list[str] = []
         done: GenerationDone | None = None
+        citations: Citations | None = None
         async for event in self.stream(request):
             if isinstance(event, TokenDelta):
                 parts.append(event.text)
+            elif isinstance(event, Citations):
+                citations = event
             else:
                 done = event
         if done is None:
@@ -129,6 +133,7 @@ class InferenceService:
             usage=done.usage,
             timings=done.timings,
             created=request.created,
+            citations=citations,
         )
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:

@@ -16,7 +16,7 @@ from garrison.security.principal import ANY_MODEL, DEFAULT_SCOPES, Limits
 from garrison.store.times import parse_duration, parse_expiry, parse_when, utc_day
 
 Environment = Literal["dev", "staging", "prod"]
-Scope = Literal["chat", "completions", "embeddings", "metrics", "admin"]
+Scope = Literal["chat", "completions", "embeddings", "metrics", "documents", "documents:write", "admin"]
 Clearance = Literal["public", "internal", "confidential", "restricted"]
 
 router = APIRouter(prefix="/admin", tags=["admin"])

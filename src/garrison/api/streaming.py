@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from garrison.api.context import RequestContext
-from garrison.domain import GenerationDone, GenerationEvent, TokenDelta
+from garrison.domain import Citations, GenerationDone, GenerationEvent, TokenDelta
 from garrison.errors import GarrisonError
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ async def relay(
                 frame = on_delta(event)
                 if frame:
                     yield frame
+            elif isinstance(event, Citations):
+                pass  # framed by the surfaces once retrieval runs as a pipeline stage
             else:
                 ctx.prompt_tokens = event.usage.prompt_tokens
                 ctx.completion_tokens = event.usage.completion_tokens

@@ -74,7 +74,7 @@ def create(
     scopes: str = typer.Option(
         "chat,completions,embeddings",
         "--scopes",
-        help="Comma-separated: chat, completions, embeddings, metrics, admin.",
+        help="Comma-separated: chat, completions, embeddings, metrics, documents, documents:write, admin.",
     ),
     clearance: str = typer.Option(
         "public", "--clearance", help="public, internal, confidential or restricted."

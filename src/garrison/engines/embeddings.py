@@ -55,6 +55,10 @@ class OnnxEmbedder:
             timings=Timings(prompt_eval_ns=elapsed, total_ns=elapsed),
         )
 
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text, computed in the calling thread."""
+        return self._embed(texts)[0]
+
     def count_tokens(self, texts: list[str]) -> int:
         return sum(len(e.ids) for e in self._tokenizer.encode_batch(texts))
 

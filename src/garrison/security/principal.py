@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "prod")
-SCOPES: tuple[str, ...] = ("chat", "completions", "embeddings", "metrics", "admin")
+SCOPES: tuple[str, ...] = (
+    "chat", "completions", "embeddings", "metrics", "documents", "documents:write", "admin"
+)
 DEFAULT_SCOPES: tuple[str, ...] = ("chat", "completions", "embeddings")
 CLEARANCES: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
 ANY_MODEL = "*"
@@ -37,11 +39,20 @@ class Principal:
     limits: Limits = field(default_factory=Limits)
 
     def has_scope(self, scope: str) -> bool:
-        """Whether the key holds `scope`; `admin` also grants `metrics` (a scraper needs nothing else)."""
-        return scope in self.scopes or (scope == "metrics" and "admin" in self.scopes)
+        """Whether the key holds `scope`; `admin` also grants metrics and both documents scopes (write grants read)."""
+        if scope in self.scopes:
+            return True
+        if scope in ("metrics", "documents:write"):
+            return "admin" in self.scopes
+        return scope == "documents" and ("documents:write" in self.scopes or "admin" in self.scopes)
 
     def allows_model(self, model: str) -> bool:
         return ANY_MODEL in self.models or model in self.models
+
+    @property
+    def clearance_rank(self) -> int:
+        """The clearance as a rank (0 = public ... 3 = restricted), the form stored beside every chunk."""
+        return CLEARANCES.index(self.clearance)
 
     def cleared_for(self, level: str) -> bool:
         """Whether this key's clearance reaches `level` (public < internal < confidential < restricted)."""
