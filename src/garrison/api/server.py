@@ -21,7 +21,19 @@ def build(settings: Settings):  # type: ignore[no-untyped-def]
 
     security = setup(settings)
     inference = InferenceService.from_settings(settings)
-    return create_app(settings, inference, security)
+    return create_app(settings, inference, security, open_documents(settings, inference))
+
+
+def open_documents(settings: Settings, inference: InferenceService):  # type: ignore[no-untyped-def]
+    """The documents library when storage roots are configured, embedding with the served model."""
+    from garrison.documents.library import Library
+    from garrison.engines.embeddings import OnnxEmbedder
+    from garrison.settings import EMBEDDING_MODEL_ID
+
+    if not settings.documents.roots:
+        return None
+    engine = inference.engine(EMBEDDING_MODEL_ID) if EMBEDDING_MODEL_ID in inference.registry.ids() else None
+    return Library.open(settings, embed=engine.vectors if isinstance(engine, OnnxEmbedder) else None)
 
 
 def uvicorn_config(app, settings: Settings, sock_port: int | None = None) -> uvicorn.Config:  # type: ignore[no-untyped-def]
@@ -62,3 +74,5 @@ def background_server(settings: Settings, app=None) -> Iterator[str]:  # type: i
         thread.join(timeout=10)
         if getattr(app.state, "security", None) is not None:
             app.state.security.close()
+        if getattr(app.state, "documents", None) is not None:
+            app.state.documents.close()

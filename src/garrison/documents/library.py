@@ -165,7 +165,7 @@ class Change:
     summary: str
 
 
-def audit_change(audit: AuditLog | None, change: Change, *, actor: str, status: int = 200) -> None:
+def audit_change(audit: AuditLog | None, change: Change, actor: str, status: int = 200) -> None:
     """Append a documents change to the audit log (the record names documents, never their content)."""
     if audit is None:
         return

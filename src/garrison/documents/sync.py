@@ -41,6 +41,13 @@ class SyncReport:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary(self) -> str:
+        """One line for the audit log: counts only, no paths."""
+        return (
+            f"documents sync: {len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed, "
+            f"{len(self.failed)} failed, {len(self.refused)} refused"
+        )
+
     @property
     def changed(self) -> bool:
         return bool(self.added or self.updated or self.removed)
