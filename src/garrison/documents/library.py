@@ -113,27 +113,22 @@ class Library:
                clearance: str) -> DocumentRecord:
         """Write a new file into an upload root and index it; nothing is stored when any check fails.
 
-        Checks, in order: the upload root (404/403), the name stays inside it (403), size (413), kind (415),
-        the file parses (422), its label is no higher than the uploader's `clearance` (403).
+        Checks, in order: the upload root (404/403), the name stays inside it (403), it is new (409), the
+        label asked for (403), size (413), kind (415), the file parses (422), the label it gets (403).
         """
         root = self.roots.upload_root(collection)
         relative = root.locate(filename)
-        if label is not None and label not in CLEARANCES:
-            raise InvalidRequest(f"label must be one of {', '.join(CLEARANCES)}", param="label")
+        if self.index.find(root.collection, relative) is not None:
+            raise Conflict(f"'{relative}' already exists in collection '{root.collection}'", param="file")
+        if label is not None:
+            if label not in CLEARANCES:
+                raise InvalidRequest(f"label must be one of {', '.join(CLEARANCES)}", param="label")
+            _check_grant(label, clearance, "the label asked for")
         prepared = ingest.prepare(
             data, root, relative, secret=self._secret, embed=self._embed, max_bytes=self.max_bytes, label=label
         )
-        granted = prepared.record.label
-        if CLEARANCES.index(granted) > CLEARANCES.index(clearance):
-            source = {"upload": "the label asked for", "front_matter": "its front matter", "root": "the root"}
-            raise PermissionDenied(
-                f"the document would be labelled '{granted}' ({source[prepared.record.label_source]}), above the "
-                f"uploader's clearance '{clearance}'; upload it with a label up to '{clearance}'",
-                param="label",
-                code="label_above_clearance",
-            )
-        if self.index.find(root.collection, relative) is not None:
-            raise Conflict(f"'{relative}' already exists in collection '{root.collection}'", param="file")
+        source = {"upload": "the label asked for", "front_matter": "its front matter", "root": "the root's label"}
+        _check_grant(prepared.record.label, clearance, source[prepared.record.label_source])
         root.write_new(relative, data)
         try:
             ingest.store(self.index, prepared)
@@ -141,6 +136,16 @@ class Library:
             root.unlink(relative)
             raise
         return prepared.record
+
+
+def _check_grant(label: str, clearance: str, source: str) -> None:
+    if CLEARANCES.index(label) > CLEARANCES.index(clearance):
+        raise PermissionDenied(
+            f"the document would be labelled '{label}' ({source}), above the uploader's clearance '{clearance}'; "
+            f"upload it with a label up to '{clearance}'",
+            param="label",
+            code="label_above_clearance",
+        )
 
 
 def local_embedder(settings: Settings) -> ingest.Embed:
