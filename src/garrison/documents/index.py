@@ -26,6 +26,12 @@ from garrison.store import Store
 Mode = Literal["hybrid", "keyword", "vector"]
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al. 2009)
 _WORD = re.compile(r"\w+", re.UNICODE)
+# English function words: they match nearly every chunk, cost the most to rank and carry no meaning.
+STOPWORDS = frozenset(
+    "a an and are as at be but by can could did do does for from had has have how i if in into is it its may me "
+    "my no not of on or our should so than that the their them then there these they this to was we were what "
+    "when where which who whom why will with would you your".split()
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,9 +280,10 @@ class DocumentIndex:
 
 
 def fts_query(text: str, max_terms: int = 32) -> str:
-    """A safe FTS5 query: the text's words, each quoted (no operator injection), joined with OR."""
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))[:max_terms]
-    return " OR ".join(f'"{w}"' for w in words)
+    """A safe FTS5 query: the text's words (stop words dropped), each quoted (no operator injection), OR-ed."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))
+    kept = [w for w in words if w not in STOPWORDS] or words
+    return " OR ".join(f'"{w}"' for w in kept[:max_terms])
 
 
 def _fuse(ranked: list[list[int]]) -> list[tuple[int, float]]:
