@@ -3,7 +3,7 @@
 Four measurements in one run, each against its reference measured in the same run:
   ingest    a generated corpus (PDF pages, DOCX, Markdown, HTML) synced with the real embedder: pages/s
   latency   index.search p50/p99 at 10k and 100k chunks under a clearance filter, hybrid vs keyword vs
-            vector, plus the query embedding; chunk texts are Zipf-distributed words (a ~14k-word
+            vector, plus the query embedding; chunk texts are Zipf-distributed words (a ~12k-word
             vocabulary), their vectors real embeddings of those texts (600 embedded, each reused with small
             noise to reach the size), so FTS5 and the matrix do the work they do on real data
   quality   hit@5 and MRR on a hand-written handbook (16 documents + 10 near-neighbour distractors) and 40
