@@ -139,6 +139,7 @@ def test_the_audit_log_names_requests_never_document_text(server: Server) -> Non
     with server.client("admin") as http:
         http.post("/v1/documents/search", json={"query": "merger terms", "k": 3})
     records = security.audit.query(limit=None)
-    assert any(r["route"] == "/v1/documents/search" for r in records)
+    searches = [r for r in records if r["route"] == "/v1/documents/search" and r["key_name"] == "admin"]
+    assert searches and searches[-1]["reason"].startswith("retrieved doc_") and "(restricted)" in searches[-1]["reason"]
     assert any(r["route"] == "/v1/documents" and (r["reason"] or "").startswith("document doc_") for r in records)
     assert SECRET_TEXT not in str(records) and "25 days" not in str(records)

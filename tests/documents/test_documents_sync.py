@@ -156,3 +156,12 @@ def test_a_collection_dropped_from_the_settings_is_dropped_from_the_index(make_l
     report = only_eng.sync()
     assert len(report.removed) == 5
     assert {r.collection for r in only_eng.index.documents()} == {"eng"}
+
+
+def test_a_missing_root_keeps_its_documents(make_library: MakeLibrary, corpus: Path) -> None:
+    library = make_library([{"path": str(corpus), "collection": "hr"}])
+    library.sync()
+    corpus.rename(corpus.with_name("unmounted"))
+    report = library.sync()
+    assert report.removed == [] and report.failed[0]["path"] == "hr/"
+    assert len(library.index.documents()) == 5

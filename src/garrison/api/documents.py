@@ -53,6 +53,8 @@ async def search(body: SearchRequest, request: Request, library: LibraryDep) -> 
     caller = await authorize(request, "documents")
     access = caller_access(library, caller, body.collections)
     found = Retrieval(await anyio.to_thread.run_sync(library.search, body.query, access, body.k, body.mode))
+    named = ", ".join(f"{h.document_id} ({h.label})" for h in found.hits)
+    get_context(request).reason = f"retrieved {named or 'nothing'}"  # ids and labels, never text
     data = [{**h.to_dict(), "number": i} for i, h in enumerate(found.hits, start=1)]
     return JSONResponse({"object": "list", "data": data, "classification": found.classification})
 

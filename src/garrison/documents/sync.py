@@ -67,6 +67,10 @@ def sync_roots(
     report = SyncReport()
     plan: list[tuple[Root, str]] = []
     for root in roots.by_collection.values():
+        if not root.path.is_dir():  # an unmounted share must not empty its collection
+            report.failed.append({"path": f"{root.collection}/", "status": 404, "reason":
+                                  f"the root {root.path} is not a directory; its indexed documents are kept"})
+            continue
         seen: set[str] = set()
         excluded = index.excluded(root.collection)
         for entry in root.walk():
