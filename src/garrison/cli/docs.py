@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import getpass
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from garrison.cli.common import ConfigOption, settings_from_flags
+from garrison.cli.common import ConfigOption, fail, print_json, run_or_fail, settings_from_flags
 from garrison.errors import GarrisonError
-
-T = TypeVar("T")
 
 docs_app = typer.Typer(help="Private documents: sync the storage roots, list, label, remove, search.",
                        no_args_is_help=True)
@@ -36,7 +33,7 @@ def _library(config: Path | None, *, embed: bool = True) -> Iterator[Any]:
     try:
         library = Library.open(settings, embed=None if embed else _no_embedding)
     except GarrisonError as exc:
-        _fail(exc.message, code=2)
+        fail(exc.message, code=2)
     try:
         yield library
     finally:
@@ -45,22 +42,6 @@ def _library(config: Path | None, *, embed: bool = True) -> Iterator[Any]:
 
 def _no_embedding(texts: list[str]) -> Any:
     raise AssertionError("this command embeds nothing")
-
-
-def _run(action: Callable[[], T]) -> T:
-    try:
-        return action()
-    except GarrisonError as exc:
-        _fail(exc.message)
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def _audit(config: Path | None, action: str, summary: str) -> None:
@@ -82,7 +63,7 @@ def sync(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
 
     with _library(config) as library:
         if as_json or not Console(stderr=True).is_terminal:
-            report = _run(library.sync)
+            report = run_or_fail(library.sync)
         else:
             columns = (TextColumn("[bold]sync[/bold]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                        TextColumn("{task.description}", style="dim"))
@@ -92,11 +73,11 @@ def sync(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
                 def step(path: str, done: int, total: int) -> None:
                     bar.update(task, completed=done, total=total, description=path)
 
-                report = _run(lambda: library.sync(step))
+                report = run_or_fail(lambda: library.sync(step))
     if report.changed:
         _audit(config, "sync", report.summary())
     if as_json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
     else:
         console = Console()
         console.print(
@@ -121,10 +102,10 @@ def list_documents(
 ) -> None:
     """List indexed documents with their collection, kind, label, size and chunk count."""
     with _library(config, embed=False) as library:
-        access = _run(lambda: library.access(clearance, [collection] if collection else None))
+        access = run_or_fail(lambda: library.access(clearance, [collection] if collection else None))
         documents = [d.to_dict() for d in library.visible(access)]
     if as_json:
-        _print_json(documents)
+        print_json(documents)
         return
     table = Table(title="documents")
     for column in ("id", "collection", "path", "kind", "label", "title", "size", "chunks"):
@@ -143,10 +124,10 @@ def show(
 ) -> None:
     """Show one document's record and its chunks (page, heading, text)."""
     with _library(config, embed=False) as library:
-        record = _run(lambda: library.document(ref))
+        record = run_or_fail(lambda: library.document(ref))
         chunks = library.index.chunks_of(record.id)
     if as_json:
-        _print_json({**record.to_dict(), "chunk_list": chunks})
+        print_json({**record.to_dict(), "chunk_list": chunks})
         return
     console = Console()
     for key, value in record.to_dict().items():
@@ -165,10 +146,10 @@ def label(
 ) -> None:
     """Relabel a document (kept across later edits of its file); the next query sees the new label."""
     with _library(config, embed=False) as library:
-        before, after = _run(lambda: library.relabel(ref, level))
+        before, after = run_or_fail(lambda: library.relabel(ref, level))
     _audit(config, "label", f"document {after.id} ({after.collection}) relabelled {before.label} -> {after.label}")
     if as_json:
-        _print_json({**after.to_dict(), "previous_label": before.label})
+        print_json({**after.to_dict(), "previous_label": before.label})
     else:
         typer.echo(f"{after.id} {after.collection}/{after.path}: {before.label} -> {after.label}")
 
@@ -182,11 +163,11 @@ def remove(
 ) -> None:
     """Remove a document from the index; without --delete-file later syncs leave its file out."""
     with _library(config, embed=False) as library:
-        record = _run(lambda: library.remove(ref, delete_file=delete_file))
+        record = run_or_fail(lambda: library.remove(ref, delete_file=delete_file))
     how = "file deleted" if delete_file else "excluded from sync"
     _audit(config, "remove", f"document {record.id} ({record.collection}, {record.label}) removed, {how}")
     if as_json:
-        _print_json({**record.to_dict(), "file_deleted": delete_file})
+        print_json({**record.to_dict(), "file_deleted": delete_file})
     else:
         typer.echo(f"removed {record.id} {record.collection}/{record.path} ({how})")
 
@@ -203,13 +184,13 @@ def search(
 ) -> None:
     """Search the index as a clearance level would (hybrid keyword + vector ranking)."""
     if mode not in ("hybrid", "keyword", "vector"):
-        _fail("--mode must be hybrid, keyword or vector", code=2)
+        fail("--mode must be hybrid, keyword or vector", code=2)
     names = [c.strip() for c in collections.split(",") if c.strip()] if collections else None
     with _library(config, embed=mode != "keyword") as library:
-        access = _run(lambda: library.access(clearance, names))
-        hits = _run(lambda: library.search(query, access, k, mode))  # type: ignore[arg-type]
+        access = run_or_fail(lambda: library.access(clearance, names))
+        hits = run_or_fail(lambda: library.search(query, access, k, mode))  # type: ignore[arg-type]
     if as_json:
-        _print_json([h.to_dict() for h in hits])
+        print_json([h.to_dict() for h in hits])
         return
     console = Console()
     for i, h in enumerate(hits, start=1):
