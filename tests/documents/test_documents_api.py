@@ -52,6 +52,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                                     ("writer", ["documents:write"], "internal"),
                                     ("public", ["documents"], "public")]:
         keys[name] = security.keys.create(name=name, env="dev", scopes=scopes, clearance=clearance).token
+    keys["eng-only"] = security.keys.create(name="eng-only", env="dev", scopes=["documents"], clearance="restricted",
+                                            collections=["eng"]).token
     with background_server(settings, app) as url:
         yield Server(url, app, base / "uploads", keys)
 
@@ -71,6 +73,16 @@ def test_list_and_search_show_only_what_the_clearance_allows(server: Server) -> 
     with server.client("admin") as http:
         top = http.post("/v1/documents/search", json={"query": "merger terms", "k": 1}).json()
         assert top["data"][0]["path"] == "merger.md" and top["classification"] == "restricted"
+
+
+def test_a_key_limited_to_collections_sees_nothing_else(server: Server) -> None:
+    with server.client("eng-only") as http:
+        assert [d["collection"] for d in http.get("/v1/documents").json()["data"]] == ["eng"]
+        hits = http.post("/v1/documents/search", json={"query": "merger terms vacation", "k": 5}).json()["data"]
+        assert hits and {h["collection"] for h in hits} == {"eng"}
+        refused = http.post("/v1/documents/search", json={"query": "merger", "collections": ["hr"]})
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "collection_not_allowed"
+        assert http.get("/v1/documents", params={"collection": "hr"}).status_code == 403
 
 
 def test_scopes_and_unknown_collections(server: Server) -> None:

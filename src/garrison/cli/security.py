@@ -79,6 +79,9 @@ def create(
     clearance: str = typer.Option(
         "public", "--clearance", help="public, internal, confidential or restricted."
     ),
+    collections: str = typer.Option(
+        "*", "--collections", help="Comma-separated document collections the key may read, or * for all."
+    ),
     rpm: int | None = typer.Option(None, "--rpm", min=1, help="Requests per minute (default: unlimited)."),
     tpm: int | None = typer.Option(None, "--tpm", min=1, help="Tokens per minute (default: unlimited)."),
     daily_tokens: int | None = typer.Option(None, "--daily-tokens", min=1, help="Tokens per UTC day."),
@@ -102,6 +105,7 @@ def create(
                 clearance=clearance,
                 limits=Limits(rpm, tpm, daily_tokens),
                 expires_at=parse_expiry(expires, now) if expires else None,
+                collections=_csv(collections),
             )
         )
         if as_json:

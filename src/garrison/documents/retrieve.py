@@ -8,18 +8,33 @@ from dataclasses import dataclass
 from garrison.documents.index import AccessFilter, Hit
 from garrison.documents.library import Library, top_label
 from garrison.domain import Citation, Citations
+from garrison.errors import PermissionDenied
 from garrison.security.principal import CLEARANCES, Principal
 
 QUOTE_CHARS = 400  # the quoted span a citation carries
 
 
 def caller_access(library: Library, caller: Principal | None, collections: Sequence[str] | None) -> AccessFilter:
-    """The filter for a caller: its clearance over the named collections (all configured when None).
+    """The filter for a caller: its clearance over the named collections (all it may read when None).
 
-    `caller` None means authentication is off (loopback only, every request allowed): full clearance.
+    A named collection must exist (404) and be one the key may read (403). `caller` None means
+    authentication is off (loopback only, every request allowed): full clearance, every collection.
     """
-    clearance = caller.clearance if caller is not None else CLEARANCES[-1]
-    return library.access(clearance, collections)
+    if caller is None:
+        return library.access(CLEARANCES[-1], collections)
+    if collections is None:
+        allowed = [c for c in library.roots.names() if caller.allows_collection(c)]
+        return AccessFilter.of(allowed, caller.clearance)
+    access = library.access(caller.clearance, collections)
+    refused = [c for c in access.collections if not caller.allows_collection(c)]
+    if refused:
+        raise PermissionDenied(
+            f"API key '{caller.name}' ({caller.key_id}) may not read the collection '{refused[0]}' "
+            f"(it may read: {', '.join(sorted(caller.collections))})",
+            param="collections",
+            code="collection_not_allowed",
+        )
+    return access
 
 
 @dataclass(frozen=True, slots=True)

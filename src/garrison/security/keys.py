@@ -18,6 +18,7 @@ from typing import Any
 
 from garrison.errors import ConfigError, InvalidRequest, NotFound
 from garrison.security.principal import (
+    ANY_COLLECTION,
     ANY_MODEL,
     CLEARANCES,
     DEFAULT_SCOPES,
@@ -109,6 +110,7 @@ class KeyRecord:
     expires_at: float | None = None
     revoked_at: float | None = None
     rotated_at: float | None = None
+    collections: tuple[str, ...] = (ANY_COLLECTION,)
 
     def status(self, now: float) -> str:
         """active, revoked or expired."""
@@ -127,6 +129,7 @@ class KeyRecord:
             models=frozenset(self.models),
             clearance=self.clearance,
             limits=self.limits,
+            collections=frozenset(self.collections),
         )
 
     def to_dict(self, now: float) -> dict[str, Any]:
@@ -139,6 +142,7 @@ class KeyRecord:
             "scopes": list(self.scopes),
             "models": list(self.models),
             "clearance": self.clearance,
+            "collections": list(self.collections),
             **self.limits.to_dict(),
             "status": self.status(now),
             "created_at": to_iso(self.created_at),
@@ -189,10 +193,13 @@ class KeyStore:
         clearance: str = "public",
         limits: Limits | None = None,
         expires_at: float | None = None,
+        collections: Sequence[str] = (ANY_COLLECTION,),
     ) -> IssuedKey:
         """Create a key and return it with its secret (shown once)."""
         with self._store.transaction() as conn:
-            return self._insert(conn, name, env, scopes, models, clearance, limits or Limits(), expires_at)
+            return self._insert(
+                conn, name, env, scopes, models, clearance, limits or Limits(), expires_at, collections
+            )
 
     def bootstrap_admin(self, env: str) -> IssuedKey | None:
         """Create the first admin key of `env` if the environment has no key at all (atomically)."""
@@ -280,13 +287,17 @@ class KeyStore:
         clearance: str,
         limits: Limits,
         expires_at: float | None,
+        collections: Sequence[str] = (ANY_COLLECTION,),
     ) -> IssuedKey:
         scopes, models = _check(name, env, scopes, models, clearance, limits)
+        clean_collections = tuple(dict.fromkeys(c.strip() for c in collections if c.strip()))
+        if not clean_collections or any("," in c for c in clean_collections):
+            raise InvalidRequest("collections must be '*' or a list of collection names", param="collections")
         now = self._clock()
         key_id = secrets.token_hex(6)
         conn.execute(
             "INSERT INTO api_keys (id, name, env, scopes, models, clearance, rpm, tpm, daily_tokens, "
-            "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, expires_at, collections) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key_id,
                 name.strip(),
@@ -299,6 +310,7 @@ class KeyStore:
                 limits.daily_tokens,
                 to_iso(now),
                 _iso_or_none(expires_at),
+                ",".join(clean_collections),
             ),
         )
         token = self._new_token(env, key_id)
@@ -360,6 +372,7 @@ def _record(row: sqlite3.Row) -> KeyRecord:
         expires_at=_epoch_or_none(row["expires_at"]),
         revoked_at=_epoch_or_none(row["revoked_at"]),
         rotated_at=_epoch_or_none(row["rotated_at"]),
+        collections=tuple(row["collections"].split(",")),
     )
 
 

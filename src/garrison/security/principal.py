@@ -12,6 +12,7 @@ SCOPES: tuple[str, ...] = (
 DEFAULT_SCOPES: tuple[str, ...] = ("chat", "completions", "embeddings")
 CLEARANCES: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
 ANY_MODEL = "*"
+ANY_COLLECTION = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class Principal:
     models: frozenset[str]
     clearance: str = "public"
     limits: Limits = field(default_factory=Limits)
+    collections: frozenset[str] = frozenset({ANY_COLLECTION})
 
     def has_scope(self, scope: str) -> bool:
         """Whether the key holds `scope`; `admin` also grants metrics and both documents scopes (write grants read)."""
@@ -48,6 +50,10 @@ class Principal:
 
     def allows_model(self, model: str) -> bool:
         return ANY_MODEL in self.models or model in self.models
+
+    def allows_collection(self, collection: str) -> bool:
+        """Whether this key may read documents of `collection` (up to its clearance)."""
+        return ANY_COLLECTION in self.collections or collection in self.collections
 
     @property
     def clearance_rank(self) -> int:
@@ -66,5 +72,6 @@ class Principal:
             "scopes": sorted(self.scopes),
             "models": sorted(self.models),
             "clearance": self.clearance,
+            "collections": sorted(self.collections),
             "limits": self.limits.to_dict(),
         }

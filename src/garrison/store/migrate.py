@@ -67,6 +67,10 @@ def migrate(store: Store, package: str = "garrison.store") -> list[int]:
         "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
     known = available(package)
+    versions = [m.version for m in known]
+    if len(set(versions)) != len(versions):
+        twice = sorted({v for v in versions if versions.count(v) > 1})
+        raise ConfigError(f"two migrations of {package} share version {twice[0]}; renumber one")
     newest = max((m.version for m in known), default=0)
     done = applied_versions(store)
     if done and max(done) > newest:
