@@ -101,8 +101,9 @@ def _visible(library: Library, access: AccessFilter) -> int:
     return int(row[0]) if row else 0
 
 
-def _principal(clearance: str) -> Principal:
-    return Principal("k1", "tester", "dev", frozenset({"chat", "documents"}), frozenset({"*"}), clearance)
+def _principal(clearance: str, collections: frozenset[str] = frozenset({"*"})) -> Principal:
+    return Principal("k1", "tester", "dev", frozenset({"chat", "documents"}), frozenset({"*"}), clearance,
+                     collections=collections)
 
 
 async def _events() -> AsyncIterator[GenerationEvent]:
@@ -134,17 +135,20 @@ async def test_no_trial_ever_sees_above_its_clearance(corpus, caplog: pytest.Log
         assert not any(m in h.text for h in hits for m in forbidden), trial
         checked_chunks += len(hits)
 
+        # the same trial through the stage, for a key limited to those collections that names none of them
+        key = _principal(clearance, frozenset(collections))
         request = GenerationRequest(
-            model="m", messages=[ChatMessage("user", query)], documents=RetrievalOptions(collections, k)
+            model="m", messages=[ChatMessage("user", query)],
+            documents=RetrievalOptions(collections if rng.random() < 0.5 else None, k),
         )
-        request = await stage.before(request, _principal(clearance))
+        request = await stage.before(request, key)
         prompt = "\n".join(m.content for m in request.messages or [])
         assert not any(m in prompt.replace(query, "") for m in forbidden), trial
         assert request.data_label is None or CLEARANCES.index(request.data_label) <= rank
         annotations = json.dumps(request.annotations)
         assert not any(m in annotations for m in markers), trial  # ids and labels only, never text
         assert all(CLEARANCES.index(a["label"]) <= rank for a in request.annotations["documents"])
-        out = [e async for e in stage.after(request, _principal(clearance), _events())]
+        out = [e async for e in stage.after(request, key, _events())]
         citations = next(e for e in out if isinstance(e, Citations))
         assert isinstance(out[-1], GenerationDone) and isinstance(out[-2], Citations)
         assert all(CLEARANCES.index(c.label) <= rank and c.collection in collections for c in citations.items)
