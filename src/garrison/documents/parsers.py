@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 from pathlib import PurePosixPath
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # (no stubs installed; as in sizing/ and evals/)
 
 from garrison.errors import UnreadableDocument, UnsupportedDocument
 from garrison.security.principal import CLEARANCES
