@@ -36,6 +36,8 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     repeat_penalty: float = 1.0
     ignore_eos: bool = False
+    # max_tokens is a cap, not a reservation (Ollama's num_predict): past the context it means "until full".
+    max_tokens_is_cap: bool = False
 
 
 @dataclass(slots=True)
@@ -67,13 +69,21 @@ class GenerationRequest:
     response_format: ResponseFormat | None = None
     request_id: str = field(default_factory=new_request_id)
     created: float = field(default_factory=time.time)
-    documents: RetrievalOptions | None = None
+    documents: RetrievalOptions | None = None  # ground the answer in documents (the retrieval stage)
+    # JSON-safe facts stages want in the request's audit record (guard verdicts, document ids + labels);
+    # never original secrets, PII or document text.
     annotations: dict[str, Any] = field(default_factory=dict)
+    # The highest classification (public < internal < confidential < restricted) of data in the request.
     data_label: str | None = None
 
     @property
     def is_chat(self) -> bool:
         return self.messages is not None
+
+    @property
+    def scope(self) -> Literal["chat", "completions"]:
+        """The key scope this request needs."""
+        return "chat" if self.is_chat else "completions"
 
 
 @dataclass(slots=True)
@@ -96,6 +106,14 @@ class Timings:
     prompt_eval_ns: int = 0
     eval_ns: int = 0
     total_ns: int = 0
+
+
+@dataclass(slots=True)
+class GenerationStarted:
+    """The engine accepted the request: its prompt is `prompt_tokens` tokens (charged however it ends)."""
+
+    prompt_tokens: int
+    cached_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -144,8 +162,17 @@ class Citations:
     items: list[Citation]
     classification: str | None
 
+    @staticmethod
+    def fields(citations: Citations | None) -> dict[str, Any]:
+        """The reply fields both surfaces add to a grounded answer: `citations` and its `classification`."""
+        if citations is None:
+            return {}
+        return {"citations": [c.to_dict() for c in citations.items], "classification": citations.classification}
 
-GenerationEvent = TokenDelta | Citations | GenerationDone
+
+# Matched exhaustively (`match` + `typing.assert_never`) wherever events are consumed: a new kind is
+# added here and to every framer, never left to fall into an `else`.
+GenerationEvent = GenerationStarted | TokenDelta | Citations | GenerationDone
 
 
 @dataclass(slots=True)
@@ -167,6 +194,8 @@ class EmbeddingRequest:
     model: str
     inputs: list[str]
     request_id: str = field(default_factory=new_request_id)
+    annotations: dict[str, Any] = field(default_factory=dict)
+    data_label: str | None = None
 
 
 @dataclass(slots=True)

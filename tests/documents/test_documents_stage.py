@@ -21,7 +21,7 @@ from garrison.domain import (
     TokenDelta,
     Usage,
 )
-from garrison.errors import InvalidRequest, NotFound, PermissionDenied
+from garrison.errors import ConfigError, InvalidRequest, NotFound, PermissionDenied
 from garrison.security.principal import Principal
 from garrison.settings import KnowledgeModel
 
@@ -98,5 +98,7 @@ async def test_bad_requests_are_refused_before_any_retrieval(library: Library) -
         await stage.before(chat("handbook", "q", RetrievalOptions(["eng"])), caller("public"))
     with pytest.raises(InvalidRequest, match="chat requests only"):
         await stage.before(GenerationRequest(model="handbook", prompt="q"), caller("public"))
-    with pytest.raises(NotFound):
+    with pytest.raises(ConfigError, match="'missing'"):
         RetrievalStage(library, [KnowledgeModel(id="x", model="m", collections=["missing"])])
+    with pytest.raises(NotFound, match="no document storage roots"):
+        await RetrievalStage(None).before(chat("m", "q", RetrievalOptions()), caller("public"))

@@ -35,8 +35,16 @@ def create_app(
     documents: Library | None = None,
 ) -> FastAPI:
     """Build the HTTP app over a loaded inference service; `security` None serves without auth or audit."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with _resyncing(documents, security):
+            yield
+        await inference.aclose()
+
+    inference.attach_security(security)
     app = FastAPI(
-        lifespan=_lifespan,
+        lifespan=lifespan,
         title="garrison",
         version=__version__,
         description="Self-hosted LLM platform: OpenAI- and Ollama-compatible APIs over local models.",
@@ -63,12 +71,11 @@ def create_app(
 
 
 @contextlib.asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Background work for the server's lifetime: re-sync the document roots every `sync_interval`."""
-    library: Library | None = app.state.documents
+async def _resyncing(library: Library | None, security: Security | None) -> AsyncIterator[None]:
+    """For the server's lifetime: re-sync the document roots every `sync_interval`."""
     task = None
     if library is not None and library.sync_interval > 0:
-        task = asyncio.create_task(_resync(library, app.state.security, library.sync_interval))
+        task = asyncio.create_task(_resync(library, security, library.sync_interval))
     try:
         yield
     finally:

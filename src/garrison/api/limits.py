@@ -58,6 +58,9 @@ class BodyLimitMiddleware:
 
     async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
         exc = PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
+        ctx = scope.get("state", {}).get("ctx")
+        if ctx is not None:
+            ctx.note(exc)
         body = json.dumps(error_body(scope["path"], exc)).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                    (b"connection", b"close")]

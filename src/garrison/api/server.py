@@ -17,23 +17,12 @@ from garrison.settings import Settings
 
 def build(settings: Settings):  # type: ignore[no-untyped-def]
     """Load security and models (digests checked), then build the app: the slow part of start-up."""
+    from garrison.documents.knowledge import attach_documents
     from garrison.security import setup
 
     security = setup(settings)
     inference = InferenceService.from_settings(settings)
-    return create_app(settings, inference, security, open_documents(settings, inference))
-
-
-def open_documents(settings: Settings, inference: InferenceService):  # type: ignore[no-untyped-def]
-    """The documents library when storage roots are configured, embedding with the served model."""
-    from garrison.documents.library import Library
-    from garrison.engines.embeddings import OnnxEmbedder
-    from garrison.settings import EMBEDDING_MODEL_ID
-
-    if not settings.documents.roots:
-        return None
-    engine = inference.engine(EMBEDDING_MODEL_ID) if EMBEDDING_MODEL_ID in inference.registry.ids() else None
-    return Library.open(settings, embed=engine.vectors if isinstance(engine, OnnxEmbedder) else None)
+    return create_app(settings, inference, security, attach_documents(settings, inference))
 
 
 def uvicorn_config(app, settings: Settings, sock_port: int | None = None) -> uvicorn.Config:  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ from html import escape
 from garrison.documents.library import Library, top_label
 from garrison.documents.retrieve import Retrieval, retrieve
 from garrison.domain import ChatMessage, Citations, GenerationDone, GenerationEvent, GenerationRequest
-from garrison.errors import InvalidRequest, PermissionDenied
+from garrison.errors import ConfigError, InvalidRequest, NotFound, PermissionDenied
 from garrison.security.principal import Principal
 from garrison.settings import KnowledgeModel
 
@@ -35,11 +35,15 @@ class RetrievalStage:
 
     name = "documents"
 
-    def __init__(self, library: Library, knowledge: Sequence[KnowledgeModel] = ()) -> None:
+    def __init__(self, library: Library | None, knowledge: Sequence[KnowledgeModel] = ()) -> None:
+        """`library` None: no roots configured, so a request asking for documents is refused (404)."""
         self.library = library
         self.knowledge = {k.id: k for k in knowledge}
         for spec in knowledge:
-            library.roots.check(spec.collections)
+            missing = [c for c in spec.collections if library is None or c not in library.roots.by_collection]
+            if missing:
+                raise ConfigError(f"knowledge model '{spec.id}' names the collection '{missing[0]}', "
+                                  "which no [[documents.roots]] defines")
         self._pending: OrderedDict[str, Citations] = OrderedDict()
 
     async def before(self, request: GenerationRequest, caller: Principal | None) -> GenerationRequest:
@@ -47,6 +51,8 @@ class RetrievalStage:
         options = request.documents
         if spec is None and options is None:
             return request
+        if self.library is None:
+            raise NotFound("no document storage roots are configured on this server", param="documents")
         if not request.is_chat or not request.messages:
             raise InvalidRequest("documents can ground chat requests only", param="documents")
         collections = self._collections(spec, options.collections if options else None)
@@ -56,7 +62,8 @@ class RetrievalStage:
         query = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         if not query.strip():
             raise InvalidRequest("a grounded chat request needs a user message to search for", param="messages")
-        found = await asyncio.to_thread(retrieve, self.library, query, caller, collections, k)
+        library = self.library
+        found = await asyncio.to_thread(retrieve, library, query, caller, collections, k)
         request.messages = ground(request.messages, found)
         request.annotations["documents"] = found.annotations()
         request.data_label = top_label([x for x in (request.data_label, found.classification) if x])
@@ -80,6 +87,7 @@ class RetrievalStage:
             return asked
         if asked is None:
             return list(spec.collections)
+        assert self.library is not None
         self.library.roots.check(asked)
         outside = [c for c in asked if c not in spec.collections]
         if outside:
