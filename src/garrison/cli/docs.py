@@ -44,14 +44,14 @@ def _no_embedding(texts: list[str]) -> Any:
     raise AssertionError("this command embeds nothing")
 
 
-def _audit(config: Path | None, action: str, summary: str) -> None:
+def _audit(config: Path | None, action: str, summary: str, **details: Any) -> None:
     """Record a documents change in the audit log, by the local user (never document text)."""
     from garrison.documents.library import Change, audit_change
     from garrison.security import connect
 
     security = connect(settings_from_flags(config))
     try:
-        audit_change(security.audit, Change(action, summary), actor=f"cli:{getpass.getuser()}")
+        audit_change(security.audit, Change(action, summary, details), actor=f"cli:{getpass.getuser()}")
     finally:
         security.close()
 
@@ -75,7 +75,8 @@ def sync(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
 
                 report = run_or_fail(lambda: library.sync(step))
     if report.changed:
-        _audit(config, "sync", report.summary())
+        _audit(config, "sync", report.summary(), added=len(report.added), updated=len(report.updated),
+               removed=len(report.removed))
     if as_json:
         print_json(report.to_dict())
     else:
@@ -147,7 +148,8 @@ def label(
     """Relabel a document (kept across later edits of its file); the next query sees the new label."""
     with _library(config, embed=False) as library:
         before, after = run_or_fail(lambda: library.relabel(ref, level))
-    _audit(config, "label", f"document {after.id} ({after.collection}) relabelled {before.label} -> {after.label}")
+    _audit(config, "label", f"document {after.id} ({after.collection}) relabelled {before.label} -> {after.label}",
+           document_id=after.id, collection=after.collection, label=after.label, previous_label=before.label)
     if as_json:
         print_json({**after.to_dict(), "previous_label": before.label})
     else:
@@ -165,7 +167,8 @@ def remove(
     with _library(config, embed=False) as library:
         record = run_or_fail(lambda: library.remove(ref, delete_file=delete_file))
     how = "file deleted" if delete_file else "excluded from sync"
-    _audit(config, "remove", f"document {record.id} ({record.collection}, {record.label}) removed, {how}")
+    _audit(config, "remove", f"document {record.id} ({record.collection}, {record.label}) removed, {how}",
+           document_id=record.id, collection=record.collection, label=record.label, file_deleted=delete_file)
     if as_json:
         print_json({**record.to_dict(), "file_deleted": delete_file})
     else:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from garrison.audit.log import AuditEvent, AuditLog
 from garrison.documents import ingest
@@ -168,6 +169,7 @@ class Change:
 
     action: str
     summary: str
+    details: dict[str, Any] = field(default_factory=dict)  # ids, collections, labels: never text
 
 
 def audit_change(audit: AuditLog | None, change: Change, actor: str, status: int = 200) -> None:
@@ -182,5 +184,7 @@ def audit_change(audit: AuditLog | None, change: Change, actor: str, status: int
             status=status,
             reason=change.summary,
             key_name=actor,
+            event=f"document.{change.action}",
+            details=change.details or None,
         )
     )

@@ -19,6 +19,7 @@ class OpenAIFramer:
     def __init__(self, request: GenerationRequest, *, chat: bool, include_usage: bool = False) -> None:
         self.request, self.chat, self.include_usage = request, chat, include_usage
         self._opened = not chat
+        self._citations: Citations | None = None
 
     def _open(self) -> list[bytes]:
         if self._opened:
@@ -34,7 +35,8 @@ class OpenAIFramer:
         return [sse(translate.completion_chunk(self.request, delta.text))]
 
     def citations(self, citations: Citations) -> list[bytes]:
-        return [*self._open(), sse(translate.citations_chunk(self.request, citations))]
+        self._citations = citations  # sent as the last chunk before [DONE], after finish_reason and usage
+        return []
 
     def done(self, done: GenerationDone) -> list[bytes]:
         finish = "length" if done.finish_reason == "length" else "stop"
@@ -43,6 +45,8 @@ class OpenAIFramer:
         frames = [*self._open(), sse(last)]
         if self.include_usage:
             frames.append(sse(translate.usage_chunk(self.request, done, self.chat)))
+        if self._citations is not None:
+            frames.append(sse(translate.citations_chunk(self.request, self._citations)))
         return [*frames, sse("[DONE]")]
 
     def error(self, exc: GarrisonError) -> list[bytes]:
