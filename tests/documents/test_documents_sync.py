@@ -165,3 +165,29 @@ def test_a_missing_root_keeps_its_documents(make_library: MakeLibrary, corpus: P
     report = library.sync()
     assert report.removed == [] and report.failed[0]["path"] == "hr/"
     assert len(library.index.documents()) == 5
+
+
+async def test_the_server_resyncs_at_start_and_every_interval(make_library: MakeLibrary, corpus: Path) -> None:
+    import threading
+
+    import anyio
+
+    from garrison.api.app import _resyncing
+
+    library = make_library([{"path": str(corpus), "collection": "hr"}], sync_interval=0.01)
+    synced = threading.Semaphore(0)
+    real_sync = library.sync
+
+    def counted():  # type: ignore[no-untyped-def]
+        report = real_sync()
+        synced.release()
+        return report
+
+    library.sync = counted  # type: ignore[method-assign]
+    async with _resyncing(library, None):
+        assert await anyio.to_thread.run_sync(synced.acquire, True, 60)  # the first sync, at start
+        assert len(library.index.documents()) == 5
+        (corpus / "leave.txt").unlink()
+        assert await anyio.to_thread.run_sync(synced.acquire, True, 60)  # a later one sees the delete
+        assert await anyio.to_thread.run_sync(synced.acquire, True, 60)
+    assert library.index.find("hr", "leave.txt") is None
