@@ -13,6 +13,9 @@ Four measurements in one run, each against its reference measured in the same ru
             (metadata-filtered KNN, loaded through apsw: the stdlib sqlite3 here cannot load extensions)
 
     flock /tmp/garrison-model.lock env PYTHONPATH=src python benchmarks/documents.py [--quick]
+
+It writes its corpus with the tests' file makers (tests/documents/doc_files.py: the `test` extra's fpdf2)
+and compares against sqlite-vec from the `bench` extra (skipped, and said so, when absent).
 """
 
 from __future__ import annotations
