@@ -5,8 +5,10 @@ Starts three uvicorn servers on loopback from one app factory (a fake engine: no
   no_auth  what `garrison serve --no-auth` runs: auth off, every request still audited (durable, fsynced)
   auth     auth on: key check, scope/model check, rpm/tpm/daily quotas, usage row, audit record
 and times N sequential requests to each, interleaved round by round so drift hits all three alike.
-The measured route is POST /v1/chat/completions: it parses the body, calls
-`authorize(request, "chat", model, estimated_tokens=16)`, records 12 + 16 tokens and returns a canned reply.
+The measured route is the real POST /v1/chat/completions (router, pipeline, middleware) over a canned
+engine that answers "pong" at once with 12 prompt + 16 completion tokens: with security, the pipeline
+authorizes, admits (quotas and a durable request.admitted record) and settles (usage row and
+request.finished record, one durable commit).
 
     PYTHONPATH=src python benchmarks/auth_overhead.py [--requests 2000] [--out PATH.json]
 """
@@ -26,51 +28,46 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
-from garrison.api.access import RequestContextMiddleware, authorize
-from garrison.api.context import get_context
-from garrison.api.errors import install_error_handlers
+from garrison.api.app import create_app
 from garrison.audit import AuditEvent
+from garrison.domain import GenerationDone, GenerationEvent, GenerationRequest, GenerationStarted, TokenDelta, Usage
+from garrison.registry import ModelInfo, ModelRegistry
 from garrison.security import Limits, Security, connect, setup
+from garrison.service import InferenceService
 from garrison.settings import AuthSettings, Settings
 
 MODES = ("bare", "no_auth", "auth")
 ROUTE = "POST /v1/chat/completions"
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "ping"}], "max_tokens": 16}
-REPLY = {
-    "object": "chat.completion",
-    "model": "bench",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "pong"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 12, "completion_tokens": 16, "total_tokens": 28},
-}
 
 
-def build_app(security: Security | None) -> FastAPI:
-    """The benchmark app: the request-context middleware and one chat route over a fake engine."""
-    app = FastAPI()
-    app.state.security = security
-    install_error_handlers(app)
+class CannedEngine:
+    """A fake engine: "pong" at once, 12 prompt + 16 completion tokens; no model is loaded."""
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        yield GenerationStarted(prompt_tokens=12)
+        yield TokenDelta("pong", 16)
+        yield GenerationDone("stop", Usage(prompt_tokens=12, completion_tokens=16))
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> dict[str, Any]:
-        body = await request.json()
-        await authorize(request, "chat", model=body["model"], estimated_tokens=body.get("max_tokens", 16))
-        ctx = get_context(request)
-        ctx.prompt_tokens, ctx.completion_tokens = 12, 16
-        return REPLY
+    async def aclose(self) -> None:
+        """Nothing to release."""
 
-    app.add_middleware(RequestContextMiddleware)
-    return app
+
+def build_app(security: Security | None, home: Path) -> FastAPI:
+    """The real app (middleware, routers, pipeline) over the canned engine."""
+    settings = Settings(home=home, engine={"embeddings": False})
+    info = ModelInfo(id="bench", kind="generate", engine="canned", context_length=4096,
+                     capabilities=frozenset({"chat", "completions"}))
+    inference = InferenceService(ModelRegistry([info]), {"bench": CannedEngine()}, settings)
+    return create_app(settings, inference, security)
 
 
 def serve(mode: str, home: Path, port: int) -> None:
@@ -78,7 +75,7 @@ def serve(mode: str, home: Path, port: int) -> None:
     security = None
     if mode != "bare":
         security = setup(Settings(home=home, auth=AuthSettings(enabled=mode == "auth", env="dev")))
-    uvicorn.run(build_app(security), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(build_app(security, home), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 def _free_port() -> int:
@@ -181,8 +178,8 @@ def run(requests: int, warmup: int, home_root: str | None) -> dict[str, Any]:
     return {
         "benchmark": "auth_overhead",
         "route": ROUTE,
-        "route_detail": "fake engine: parse JSON body, authorize(chat, model='bench', estimated_tokens=16), "
-        "record 12 prompt + 16 completion tokens, return a canned completion",
+        "route_detail": "the real chat route and pipeline over a canned engine: 12 prompt + 16 completion "
+        "tokens; with security a durable request.admitted and request.finished record per request",
         "modes": {
             "bare": "app.state.security = None: no auth, no quotas, no audit (request ids only)",
             "no_auth": "auth disabled (--no-auth): every request audited (SQLite WAL, synchronous=FULL)",
@@ -224,11 +221,11 @@ def _components(home: Path, n: int) -> dict[str, Any]:
             started = time.perf_counter_ns()
             principal = security.guard.authenticate(f"Bearer {token}")
             security.guard.authorize(principal, "chat", "bench")
-            security.guard.admit(principal, 16)
+            grant = security.guard.admit(principal, 12, 16)  # in the store: one write transaction
             guard_ms.append((time.perf_counter_ns() - started) / 1e6)
             started = time.perf_counter_ns()
             with security.audit.transaction():
-                security.guard.record_usage(principal, "bench", 12, 16, reserved_tokens=16)
+                security.guard.record_usage(principal, "bench", 12, 16, grant=grant)
                 security.audit.append(
                     AuditEvent(
                         request_id=str(i),

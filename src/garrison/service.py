@@ -31,6 +31,8 @@ from garrison.domain import (
 )
 from garrison.engines.base import Embedder, Engine, EngineRegistry, default_engines
 from garrison.errors import ContextLengthExceeded, EngineError, GarrisonError, InvalidRequest, Overloaded
+from garrison.guard.egress import model_trust
+from garrison.guard.stage import guard_stages
 from garrison.pipeline.ledger import Ledger, Origin, Outcome, Ticket, estimate_prompt_tokens
 from garrison.pipeline.stages import Caller, Stage, run_after, run_before
 from garrison.registry import Kind, ModelInfo, ModelRegistry, build_registry
@@ -82,7 +84,8 @@ class InferenceService:
         built: dict[str, Engine | Embedder] = {}
         for name, models in by_engine.items():
             built.update(engines.factory(name)(models, settings))
-        return cls(registry, built, settings, security=security)
+        stages = guard_stages(settings, lambda model_id: model_trust(registry.get(model_id)))
+        return cls(registry, built, settings, security=security, stages=stages)
 
     def attach_security(self, security: Security | None) -> None:
         """Check keys, quotas and audit against `security` (None: everything allowed, nothing recorded)."""
@@ -163,6 +166,7 @@ class InferenceService:
                 ticket = await anyio.to_thread.run_sync(
                     lambda: ledger.admit(origin, caller, info.id, request, completion, open_ended=asked is None)
                 )
+                ticket.asked = asked
             except GarrisonError as exc:
                 if origin.records == 0:
                     await anyio.to_thread.run_sync(ledger.refuse, origin, caller, request.model, request, exc)
@@ -179,9 +183,12 @@ class InferenceService:
         self, engine: Engine, request: GenerationRequest, caller: Caller, ticket: Ticket
     ) -> AsyncIterator[GenerationEvent]:
         """An admitted generation: engine and stages, metered, settled and recorded however it ends."""
-        meter = _Meter(estimate_prompt_tokens(request), ticket.limit)
-        inner = _engine_events(engine, _within_limit(request, ticket.limit, meter.estimate))
-        events = run_after(self.stages, request, caller, meter.watch(inner, ticket))
+        estimate = estimate_prompt_tokens(request)
+        shaped = _within_limit(request, ticket.limit, estimate)
+        meter = _Meter(estimate, shaped.sampling.max_tokens)
+        inner = _engine_events(engine, shaped)
+        context = self.model(request.model).context_length
+        events = run_after(self.stages, request, caller, meter.watch(inner, ticket, self.ledger, context))
         failure: BaseException | None = None
         try:
             async for event in events:
@@ -335,24 +342,34 @@ async def _engine_events(engine: Engine, request: GenerationRequest) -> AsyncIte
 class _Meter:
     """Counts what a generation actually prompted and generated, and stops it at its key's limit."""
 
-    def __init__(self, estimate: int, limit: int | None) -> None:
+    def __init__(self, estimate: int, engine_max_tokens: int | None) -> None:
         self.estimate = estimate
-        self.limit = limit
+        self.engine_max_tokens = engine_max_tokens  # what the engine itself stops at
+        self.limit: int | None = None
         self.prompt_tokens: int | None = None
         self.completion_tokens = 0
         self.done: GenerationDone | None = None
         self.parts: list[str] = []
         self.delivered = False  # an event reached the consumer (a stream's HTTP status is then 200)
 
-    async def watch(self, events: AsyncIterator[GenerationEvent], ticket: Ticket) -> AsyncIterator[GenerationEvent]:
-        """The engine's events, counted; at the limit the generation ends with finish_reason 'length'."""
+    async def watch(
+        self, events: AsyncIterator[GenerationEvent], ticket: Ticket, ledger: Ledger, context: int
+    ) -> AsyncIterator[GenerationEvent]:
+        """The engine's events, counted. Once the engine counts the prompt the grant grows to fit it where
+        the key's limits allow; a prompt that does not fit is refused before any decode work, and a
+        generation that reaches the limit ends with finish_reason 'length'."""
+        self.limit = ticket.limit
         async for event in events:
             match event:
                 case GenerationStarted():
                     self.prompt_tokens = event.prompt_tokens
-                    if self.limit is not None and event.prompt_tokens >= self.limit:
-                        self.prompt_tokens = 0  # refused before any prompt processing: nothing to charge
-                        raise ticket.over_limit(event.prompt_tokens)
+                    if self.limit is not None:
+                        asked = ticket.asked if ticket.asked is not None else max(1, context - event.prompt_tokens)
+                        want = event.prompt_tokens + asked
+                        self.limit = await anyio.to_thread.run_sync(ledger.extend, ticket, want)
+                        if self.limit is not None and event.prompt_tokens >= self.limit:
+                            self.prompt_tokens = 0  # refused before any prompt processing: nothing to charge
+                            raise ticket.over_limit(event.prompt_tokens, ledger.now())
                 case TokenDelta():
                     self.completion_tokens += event.tokens
                 case GenerationDone():
@@ -362,14 +379,16 @@ class _Meter:
                 case _:
                     assert_never(event)
             yield event
-            if (
-                isinstance(event, TokenDelta)
-                and self.limit is not None
-                and self._prompt() + self.completion_tokens >= self.limit
-            ):
+            if isinstance(event, TokenDelta) and self._at_limit():
                 self.done = GenerationDone("length", self.usage())
                 yield self.done
                 return
+
+    def _at_limit(self) -> bool:
+        """The limit is reached, and the engine would not stop there by itself."""
+        if self.limit is None or self._prompt() + self.completion_tokens < self.limit:
+            return False
+        return self.engine_max_tokens is None or self._prompt() + self.engine_max_tokens > self.limit
 
     def seen(self, event: GenerationEvent) -> None:
         """An event on its way to the consumer (after the stages)."""

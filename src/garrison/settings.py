@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -152,6 +152,80 @@ class KnowledgeModel(BaseModel):
     model: str = Field(description="The served chat model that writes the answer.")
     collections: list[str] = Field(min_length=1, description="Collections retrieved from.")
     k: int = Field(default=4, ge=1, le=32, description="Chunks retrieved per request.")
+GuardWhat = Literal["pii", "secrets", "injection", "blocklist"]
+GuardWhere = Literal["input", "retrieved", "output"]
+GuardAction = Literal["redact", "block", "flag"]
+
+
+class GuardRule(BaseModel):
+    """One guardrail rule: what to look for, where, and what to do when it is found."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    what: GuardWhat = Field(description="pii, secrets, injection (a score) or blocklist (terms).")
+    where: list[GuardWhere] = Field(
+        default_factory=lambda: list[GuardWhere](["input"]), description="Where it applies: input, retrieved, output."
+    )
+    action: GuardAction = Field(description="redact (placeholders), block (400 policy_violation) or flag.")
+    name: str | None = Field(
+        default=None, description="Name used in errors, audit and metrics (default: '<what>-<action>')."
+    )
+    types: list[str] | None = Field(
+        default=None, description="Only these span types (e.g. EMAIL, CARD, JWT); default: all of `what`."
+    )
+    threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Injection score at or above which the rule fires."
+    )
+    terms: list[str] = Field(default_factory=list, description="Blocklist terms (case-insensitive words).")
+
+    @field_validator("where", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _sensible(self) -> GuardRule:
+        if self.what == "injection" and self.action == "redact":
+            raise ValueError("an injection rule can block or flag, not redact (a score has no span)")
+        if self.what == "blocklist" and not self.terms:
+            raise ValueError("a blocklist rule needs terms")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.what}-{self.action}"
+
+
+class GuardPolicy(BaseModel):
+    """A named set of guardrail rules, attached to keys, environments or knowledge models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Policy name.")
+    rules: list[GuardRule] = Field(default_factory=list, description="Rules applied in order.")
+    rehydrate: bool = Field(
+        default=False,
+        description="Restore input placeholders ([EMAIL_1]) in the answer for the caller; the model never "
+        "sees the originals.",
+    )
+
+
+class GuardrailSettings(BaseModel):
+    """Offline guardrails: PII and secret redaction, injection screening, egress by data class."""
+
+    policies: list[GuardPolicy] = Field(
+        default_factory=list, description="[[guardrails.policies]]; these add to (or replace) the built-ins."
+    )
+    defaults: dict[str, str | None] = Field(
+        default_factory=lambda: {"dev": None, "staging": None, "prod": "prod"},
+        description="Policy per environment for keys without one ('prod' is built in; none: no guardrails).",
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Policy per model id (knowledge models); applied with the key's."
+    )
+    phone_region: str = Field(
+        default="US", description="Region for phone numbers written without a +country prefix."
+    )
 
 
 class Settings(BaseSettings):
@@ -187,6 +261,9 @@ class Settings(BaseSettings):
     )
     knowledge: list[KnowledgeModel] = Field(
         default_factory=list, description="Knowledge models: chat models grounded in document collections."
+    )
+    guardrails: GuardrailSettings = Field(
+        default_factory=GuardrailSettings, description="Guardrail policies ([[guardrails.policies]])."
     )
 
     @field_validator("home")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from garrison.audit import AuditEvent, AuditLog, verify_chain
-from garrison.audit.chain import GENESIS, record_hash
+from garrison.audit.chain import CHAINED_FIELDS, GENESIS, record_hash
 from garrison.audit.export import export
 from garrison.cli.security import register
 from garrison.security import Security, connect
@@ -174,3 +175,36 @@ def test_export_jsonl_and_csv_carry_the_chain(security: Security) -> None:
 def test_unknown_content_mode_is_rejected(security: Security) -> None:
     with pytest.raises(ValueError, match="audit content"):
         AuditLog(security.store, env="dev", secret=None, content="everything")
+
+
+def test_a_request_admitted_but_never_finished_is_named_by_verify_and_export(security: Security) -> None:
+    def record(request_id: str, event: str) -> AuditEvent:
+        status = 102 if event == "request.admitted" else 200
+        return AuditEvent(request_id=request_id, method="POST", route="/v1/chat/completions", status=status,
+                          event=event, client_request_id="theirs-1", details={"finish_reason": "stop"})
+
+    security.audit.append(record("crashed", "request.admitted"))
+    security.audit.append(record("ended", "request.admitted"))
+    security.audit.append(record("ended", "request.finished"))
+    result = security.audit.verify()
+    assert result.ok and result.unfinished == ("crashed",)
+    assert "1 requests admitted but never finished: crashed" in result.describe()
+    out = io.StringIO()
+    export(security.audit.records(), out, "jsonl")
+    exported = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["request_id"] for r in exported if r["unfinished"]] == ["crashed"]
+    assert exported[-1]["client_request_id"] == "theirs-1" and json.loads(exported[-1]["details"]) == {
+        "finish_reason": "stop"}
+    assert verify_chain(exported).ok
+
+
+def test_fields_added_later_are_chained_and_records_without_them_keep_their_hashes(security: Security) -> None:
+    first_schema = security.audit.query(limit=1)[0]
+    legacy = {**first_schema, "event": None, "client_request_id": None, "error_code": None, "details": None}
+    old_canonical = {name: legacy[name] for name in CHAINED_FIELDS}
+    assert record_hash(legacy) == hashlib.sha256(
+        json.dumps(old_canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    ).hexdigest()  # a record written before the new fields existed verifies as it did
+    security.store.execute("UPDATE audit_log SET client_request_id = 'forged' WHERE seq = 2")
+    result = security.audit.verify()
+    assert not result.ok and result.first_bad_seq == 2

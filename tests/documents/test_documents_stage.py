@@ -102,3 +102,27 @@ async def test_bad_requests_are_refused_before_any_retrieval(library: Library) -
         RetrievalStage(library, [KnowledgeModel(id="x", model="m", collections=["missing"])])
     with pytest.raises(NotFound, match="no document storage roots"):
         await RetrievalStage(None).before(chat("m", "q", RetrievalOptions()), caller("public"))
+
+
+async def test_retrieved_chunks_pass_the_guardrails_before_the_prompt_and_the_quote(
+    tmp_path: Path, make_library: Callable[..., Library]
+) -> None:
+    from garrison.guard.stage import GuardStage
+    from garrison.settings import load_settings
+
+    key = "AKIA" + "ABCDEFGHIJKLMNOP"
+    write_text(tmp_path / "ops" / "aws.md", f"# AWS access\nThe deploy user's access key is {key} for now.")
+    library = make_library([{"path": str(tmp_path / "ops"), "collection": "ops", "label": "internal"}])
+    library.sync()
+    guard = GuardStage.from_settings(load_settings(home=tmp_path / "home"))
+    stage = RetrievalStage(library, screen=guard.screen_retrieved)
+    request = chat("m", "What is the deploy user's AWS access key?", RetrievalOptions(["ops"], 1))
+    strict = Principal("k", "n", "dev", frozenset({"chat"}), frozenset({"*"}), "restricted", policy="strict")
+    request = await guard.before(request, strict)  # the built-in 'strict' policy redacts retrieved secrets
+    request = await stage.before(request, strict)
+    system = request.messages[0].content  # type: ignore[index]
+    assert "AWS access" in system and key not in system
+    out = [e async for e in stage.after(request, strict, events())]
+    citations = next(e for e in out if isinstance(e, Citations))
+    assert citations.items[0].path == "aws.md" and key not in citations.items[0].quote
+    assert "guard" in request.annotations and "documents" in request.annotations

@@ -36,7 +36,7 @@ class FakeClock:
 
 def make_app(security: Security | None, engine: ScriptedEngine | None = None) -> FastAPI:
     """The real app (middleware, pipeline, routers, admin API) over a scripted engine and embedder."""
-    engine = engine or ScriptedEngine(["po", "ng"], prompt_tokens=7, completion_tokens=5)
+    engine = engine or ScriptedEngine(["po", "ng"], prompt_tokens=7, completion_tokens=5, report_prompt=True)
     home = security.store.path.parent if security is not None else Path("/nonexistent")
     settings = Settings(home=home, engine={"embeddings": False})
     engines: dict[str, Any] = {name: engine for name in MODELS}
@@ -68,7 +68,7 @@ def app_factory() -> Callable[[Security | None], FastAPI]:
 
 @pytest.fixture
 def engine() -> ScriptedEngine:
-    return ScriptedEngine(["po", "ng"], prompt_tokens=7, completion_tokens=5)
+    return ScriptedEngine(["po", "ng"], prompt_tokens=7, completion_tokens=5, report_prompt=True)
 
 
 @pytest.fixture

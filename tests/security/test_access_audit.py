@@ -279,3 +279,41 @@ def test_secrets_never_reach_store_logs_or_audit(
         body = secret.rsplit("_", 1)[1]
         assert body.encode() not in stored
         assert body not in audit_dump and body not in keys_dump and body not in logs
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stream": True}),
+    ("/api/generate", {"prompt": "hi"}),
+])
+def test_a_stream_that_fails_midway_is_recorded_as_failed_not_as_complete(
+    security: Security, app_factory: Callable[..., FastAPI], path: str, body: dict[str, Any]
+) -> None:
+    """The pipeline, not a regex on the bytes, knows how a stream ended: its error is in the record."""
+    failing = ScriptedEngine(["a", "b"], prompt_tokens=4, fail_after_first=True, report_prompt=True)
+    assert security.bootstrap_key is not None
+    with TestClient(app_factory(security, failing), raise_server_exceptions=False) as test_client:
+        response = test_client.post(
+            path, json={"model": "tiny", **body}, headers={"Authorization": f"Bearer {security.bootstrap_key}"}
+        )
+    assert response.status_code == 200 and "engine failed" in response.text  # an error frame ends it
+    record = security.audit.query()[-1]
+    assert (record["event"], record["status"], record["decision"]) == ("request.finished", 200, "allow")
+    assert record["error_code"] == "server_error" and "engine failed" in record["reason"]
+    assert (record["prompt_tokens"], record["completion_tokens"]) == (4, 1)  # what it used before failing
+
+
+def test_prompt_hashes_keep_the_messages_apart(tmp_path: Path, app_factory: Callable[..., FastAPI]) -> None:
+    security = setup(Settings(home=tmp_path, audit={"content": "hash"}))
+    one = [{"role": "user", "content": "a\nb"}]
+    two = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    roles = [{"role": "system", "content": "a"}, {"role": "user", "content": "b"}]
+    try:
+        assert security.bootstrap_key is not None
+        with TestClient(app_factory(security)) as test_client:
+            for messages in (one, two, roles):
+                test_client.post("/v1/chat/completions", json={"model": "m", "messages": messages},
+                                 headers={"Authorization": f"Bearer {security.bootstrap_key}"})
+        prompts = [r["prompt"] for r in security.audit.query() if r["event"] == "request.finished"]
+    finally:
+        security.close()
+    assert len(prompts) == 3 and len(set(prompts)) == 3  # "\n".join made the first two the same

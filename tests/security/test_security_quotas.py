@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -11,7 +13,10 @@ import pytest
 from garrison.errors import RateLimited
 from garrison.security import Security
 from garrison.security.principal import Limits
-from garrison.security.quotas import Quotas, TokenBucket
+from garrison.security.quotas import Grant, Quotas, TokenBucket
+from garrison.security.usage import UsageLedger
+from garrison.settings import Settings
+from garrison.store import Store
 
 
 def _error(response: httpx.Response) -> dict[str, Any]:
@@ -127,3 +132,39 @@ def test_usage_is_recorded_per_key_model_and_day(
     assert rows["other"].total_tokens == 12
     assert rows["tiny"].key_name == "alice"
     assert rows["tiny"].day == "2025-06-15"
+
+
+@pytest.mark.parametrize(("limits", "granted"), [(Limits(daily_tokens=100), 5), (Limits(rpm=3), 3),
+                                                 (Limits(tpm=100), 5)])
+def test_concurrent_admissions_across_processes_never_pass_a_limit(
+    settings: Settings, security: Security, new_key: Callable[..., str], clock: Any, limits: Limits, granted: int
+) -> None:
+    principal = security.guard.authenticate(f"Bearer {new_key(limits=limits)}")
+    stores = [Store(settings.sqlite_path) for _ in range(4)]  # four processes' handles on one database
+    quotas = [Quotas(store, UsageLedger(store), clock) for store in stores]
+    start = threading.Barrier(8)
+
+    def one(q: Quotas) -> Grant | None:
+        start.wait()
+        try:
+            return q.admit(principal, 10, 10)  # each asks for 20 tokens
+        except RateLimited:
+            return None
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            grants = [g for g in pool.map(one, quotas * 2) if g is not None]
+    finally:
+        for store in stores:
+            store.close()
+    assert len(grants) == granted
+    assert sum(g.reserved for g in grants) <= 100
+
+
+def test_a_reservation_is_held_until_its_usage_is_recorded(security: Security, new_key: Callable[..., str]) -> None:
+    principal = security.guard.authenticate(f"Bearer {new_key(limits=Limits(daily_tokens=50))}")
+    grant = security.guard.admit(principal, 10, 30)  # holds 40 of 50 while it runs
+    with pytest.raises(RateLimited, match="40 used today"):
+        security.guard.admit(principal, 10, 30)
+    security.guard.record_usage(principal, "tiny", 12, 3, grant=grant)  # replaced by what it used
+    assert security.guard.admit(principal, 10, 100).limit == 35  # the rest caps the next request

@@ -9,7 +9,8 @@ from typing import Any, TextIO
 
 from garrison.audit.chain import CHAINED_FIELDS, OPTIONAL_FIELDS
 
-EXPORT_FIELDS: tuple[str, ...] = (*CHAINED_FIELDS, *OPTIONAL_FIELDS, "hash", "mac")
+# `unfinished` is computed (an admitted request with no finished record), never chained.
+EXPORT_FIELDS: tuple[str, ...] = (*CHAINED_FIELDS, *OPTIONAL_FIELDS, "hash", "mac", "unfinished")
 FORMATS = ("jsonl", "csv")
 
 

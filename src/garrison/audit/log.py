@@ -114,7 +114,8 @@ class AuditLog:
         after_seq: int = 0,
         limit: int | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Stream matching records in seq order (for exports of any size)."""
+        """Stream matching records in seq order (for exports of any size); `unfinished` marks an admitted
+        request that has no finished record."""
         where: list[str] = ["seq > ?"]
         params: list[Any] = [after_seq]
         for clause, value in (("ts >= ?", since), ("ts < ?", until)):
@@ -128,8 +129,12 @@ class AuditLog:
         sql = "SELECT * FROM audit_log WHERE " + " AND ".join(where) + " ORDER BY seq"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
+        unfinished = set(self.unfinished())
         for row in self._store.iterate(sql, params):
-            yield dict(row)
+            record = dict(row)
+            # computed, not chained: an admitted request with no finished record (a crash, or running now)
+            record["unfinished"] = record["event"] == "request.admitted" and record["request_id"] in unfinished
+            yield record
 
     def count(self) -> int:
         """How many records the log holds."""

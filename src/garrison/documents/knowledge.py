@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from garrison.documents.library import Library
 from garrison.documents.stage import RetrievalStage
 from garrison.errors import ConfigError, ModelNotFound
+from garrison.guard.egress import EgressStage
+from garrison.guard.stage import GuardStage
 from garrison.registry import ModelInfo, ModelRegistry
 from garrison.service import InferenceService
 from garrison.settings import EMBEDDING_MODEL_ID, KnowledgeModel, Settings
@@ -35,19 +37,24 @@ def attach_documents(settings: Settings, service: InferenceService) -> Library |
     """Open the documents library (when roots are configured) and put retrieval into the pipeline.
 
     The stage is added even without roots, so a request asking for documents is refused, never ignored.
+    Order: guard (input), retrieval (its chunks screened by the guard's `retrieved` rules), egress.
     """
     if settings.knowledge and not settings.documents.roots:
         raise ConfigError("[[knowledge]] models need document roots: add [[documents.roots]]")
     library = Library.open(settings, embed=_served_embedder(service)) if settings.documents.roots else None
     try:
-        stage = RetrievalStage(library, settings.knowledge)
+        screen = next((s.screen_retrieved for s in service.stages if isinstance(s, GuardStage)), None)
+        stage = RetrievalStage(library, settings.knowledge, screen)
         for info in knowledge_models(service.registry, settings.knowledge):
             service.registry.add(info)
     except BaseException:
         if library is not None:
             library.close()
         raise
-    service.stages.append(stage)
+    # after the guard's input screening (so its state exists for screen_retrieved), before egress, which
+    # must see the data label retrieval sets
+    egress = next((i for i, s in enumerate(service.stages) if isinstance(s, EgressStage)), len(service.stages))
+    service.stages.insert(egress, stage)
     return library
 
 

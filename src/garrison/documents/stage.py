@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from html import escape
 
 from garrison.documents.library import Library, top_label
@@ -19,6 +20,9 @@ from garrison.domain import ChatMessage, Citations, GenerationDone, GenerationEv
 from garrison.errors import ConfigError, InvalidRequest, NotFound, PermissionDenied
 from garrison.security.principal import Principal
 from garrison.settings import KnowledgeModel
+
+Screen = Callable[[GenerationRequest, Principal | None, str], str]
+"""Retrieved text -> the text the model may see (the guard stage's `screen_retrieved`)."""
 
 DEFAULT_K = 4
 _PENDING_LIMIT = 4096  # citations of requests whose `after` never ran are dropped beyond this many
@@ -35,9 +39,16 @@ class RetrievalStage:
 
     name = "documents"
 
-    def __init__(self, library: Library | None, knowledge: Sequence[KnowledgeModel] = ()) -> None:
-        """`library` None: no roots configured, so a request asking for documents is refused (404)."""
+    def __init__(
+        self, library: Library | None, knowledge: Sequence[KnowledgeModel] = (), screen: Screen | None = None
+    ) -> None:
+        """`library` None: no roots configured, so a request asking for documents is refused (404).
+
+        `screen` is the guardrails' check of retrieved text (redaction, indirect injection): every chunk
+        passes it before it reaches the prompt or a citation's quote, and a blocking verdict refuses.
+        """
         self.library = library
+        self.screen = screen
         self.knowledge = {k.id: k for k in knowledge}
         for spec in knowledge:
             missing = [c for c in spec.collections if library is None or c not in library.roots.by_collection]
@@ -64,6 +75,9 @@ class RetrievalStage:
             raise InvalidRequest("a grounded chat request needs a user message to search for", param="messages")
         library = self.library
         found = await asyncio.to_thread(retrieve, library, query, caller, collections, k)
+        if self.screen is not None:
+            screen = self.screen
+            found = Retrieval([replace(h, text=screen(request, caller, h.text)) for h in found.hits])
         request.messages = ground(request.messages, found)
         request.annotations["documents"] = found.annotations()
         request.data_label = top_label([x for x in (request.data_label, found.classification) if x])

@@ -165,9 +165,11 @@ class LlamaEngine:
             loop=asyncio.get_running_loop(),
             queue=asyncio.Queue(),
         )
+        # The counted prompt goes out before any decode work: a consumer that refuses it (a quota too small
+        # for it) closes the stream here, and nothing was prefilled.
+        yield GenerationStarted(prompt_tokens=len(tokens))
         self._scheduler.submit(seq)
         try:
-            yield GenerationStarted(prompt_tokens=len(tokens))
             while True:
                 event = await seq.queue.get()
                 if isinstance(event, BaseException):

@@ -86,19 +86,20 @@ class Ticket:
     annotations: dict[str, Any]
     grant: Grant | None = None
     finished: bool = False
+    asked: int | None = None  # the completion tokens the request asked for (None: up to the context)
 
     @property
     def limit(self) -> int | None:
         """Most tokens (prompt + completion) the key's limits leave this request; None: no limit."""
         return self.grant.limit if self.grant is not None else None
 
-    def over_limit(self, prompt_tokens: int) -> RateLimited:
+    def over_limit(self, prompt_tokens: int, now: float) -> RateLimited:
         """The refusal of a request whose counted prompt leaves no room under its key's limit."""
         daily = self.caller.limits.daily_tokens is not None
         return RateLimited(
             f"this request's prompt is {prompt_tokens} tokens; its key has {self.limit} tokens left "
             + ("today (daily budget)" if daily else "this minute (tokens-per-minute limit)"),
-            retry_after=seconds_until_next_day(time.time()) if daily else 60.0,
+            retry_after=seconds_until_next_day(now) if daily else 60.0,
             code="daily_budget_exceeded" if daily else "tpm_limit_exceeded",
         )
 
@@ -177,6 +178,16 @@ class Ledger:
         origin.records += 1
         return ticket
 
+    def now(self) -> float:
+        """The security clock (tests move it), else the wall clock."""
+        return self.security.guard.clock() if self.security is not None else time.time()
+
+    def extend(self, ticket: Ticket, want: int) -> int | None:
+        """Grow the ticket's grant toward `want` tokens where the key's limits allow; its new limit."""
+        if self.security is not None and ticket.grant is not None:
+            ticket.grant = self.security.guard.quotas.extend(ticket.caller, ticket.grant, want)
+        return ticket.limit
+
     def refuse(
         self,
         origin: Origin,
@@ -189,7 +200,9 @@ class Ledger:
         if self.security is None:
             return
         ticket = Ticket(origin, caller, model or "", prompt_record(request), dict(request.annotations))
-        event = self._event(ticket, "request", exc.status, error=exc, reason=exc.message)
+        event = self._event(  # a stage's verdicts (why a guard refused it) stay on the record
+            ticket, "request", exc.status, error=exc, reason=exc.message, details=ticket.annotations
+        )
         event.model = model
         self.security.audit.append(event)
         origin.records += 1

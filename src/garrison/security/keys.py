@@ -33,6 +33,7 @@ from garrison.store.times import Clock, from_iso, to_iso
 TOKEN_PREFIX = "gsk"
 _ALPHABET = string.ascii_letters + string.digits
 _SECRET_LENGTH = 40  # ~238 bits from a 62-letter alphabet
+_POLICY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOKEN = re.compile(r"^gsk_(dev|staging|prod)_([0-9a-f]{12})_([0-9A-Za-z]{40})$")
 
 
@@ -111,6 +112,7 @@ class KeyRecord:
     revoked_at: float | None = None
     rotated_at: float | None = None
     collections: tuple[str, ...] = (ANY_COLLECTION,)
+    policy: str | None = None
 
     def status(self, now: float) -> str:
         """active, revoked or expired."""
@@ -130,6 +132,7 @@ class KeyRecord:
             clearance=self.clearance,
             limits=self.limits,
             collections=frozenset(self.collections),
+            policy=self.policy,
         )
 
     def to_dict(self, now: float) -> dict[str, Any]:
@@ -143,6 +146,7 @@ class KeyRecord:
             "models": list(self.models),
             "clearance": self.clearance,
             "collections": list(self.collections),
+            "policy": self.policy,
             **self.limits.to_dict(),
             "status": self.status(now),
             "created_at": to_iso(self.created_at),
@@ -194,11 +198,14 @@ class KeyStore:
         limits: Limits | None = None,
         expires_at: float | None = None,
         collections: Sequence[str] = (ANY_COLLECTION,),
+        policy: str | None = None,
     ) -> IssuedKey:
-        """Create a key and return it with its secret (shown once)."""
+        """Create a key and return it with its secret (shown once); `policy` names its guardrail policy."""
+        if policy is not None and not _POLICY_NAME.match(policy):
+            raise InvalidRequest("a policy name is 1 to 64 letters, digits, '.', '_' or '-'", param="policy")
         with self._store.transaction() as conn:
             return self._insert(
-                conn, name, env, scopes, models, clearance, limits or Limits(), expires_at, collections
+                conn, name, env, scopes, models, clearance, limits or Limits(), expires_at, collections, policy
             )
 
     def bootstrap_admin(self, env: str) -> IssuedKey | None:
@@ -288,6 +295,7 @@ class KeyStore:
         limits: Limits,
         expires_at: float | None,
         collections: Sequence[str] = (ANY_COLLECTION,),
+        policy: str | None = None,
     ) -> IssuedKey:
         scopes, models = _check(name, env, scopes, models, clearance, limits)
         clean_collections = tuple(dict.fromkeys(c.strip() for c in collections if c.strip()))
@@ -297,7 +305,7 @@ class KeyStore:
         key_id = secrets.token_hex(6)
         conn.execute(
             "INSERT INTO api_keys (id, name, env, scopes, models, clearance, rpm, tpm, daily_tokens, "
-            "created_at, expires_at, collections) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, expires_at, collections, policy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key_id,
                 name.strip(),
@@ -311,6 +319,7 @@ class KeyStore:
                 to_iso(now),
                 _iso_or_none(expires_at),
                 ",".join(clean_collections),
+                policy,
             ),
         )
         token = self._new_token(env, key_id)
@@ -373,6 +382,7 @@ def _record(row: sqlite3.Row) -> KeyRecord:
         revoked_at=_epoch_or_none(row["revoked_at"]),
         rotated_at=_epoch_or_none(row["rotated_at"]),
         collections=tuple(row["collections"].split(",")),
+        policy=row["policy"],
     )
 
 

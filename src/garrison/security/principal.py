@@ -39,6 +39,7 @@ class Principal:
     clearance: str = "public"
     limits: Limits = field(default_factory=Limits)
     collections: frozenset[str] = frozenset({ANY_COLLECTION})
+    policy: str | None = None  # guardrail policy name; None: the environment's default
 
     @classmethod
     def anonymous(cls, env: str = "dev") -> Principal:
@@ -84,4 +85,5 @@ class Principal:
             "clearance": self.clearance,
             "collections": sorted(self.collections),
             "limits": self.limits.to_dict(),
+            "policy": self.policy,
         }

@@ -91,6 +91,8 @@ class Quotas:
         limits, key = principal.limits, principal.key_id
         prompt, completion = max(0, prompt_tokens), max(0, completion_tokens)
         ask = prompt + completion
+        if limits.rpm is None and limits.tpm is None and limits.daily_tokens is None:
+            return Grant(key, 0)  # nothing to check or hold: no write transaction
         least = max(1, prompt + (1 if completion else 0))  # the prompt and one token, or one unit of anything
         with self._store.transaction() as conn:
             now = self._clock()
@@ -133,6 +135,7 @@ class Quotas:
                         code="tpm_limit_exceeded",
                     )
             reserved = min(ask, limit) if limit is not None else ask
+            limit = reserved if limit is not None else None  # a request never spends past what it holds
             if rpm is not None:
                 rpm.charge(1)
                 self._save(conn, key, "rpm", rpm)
@@ -165,6 +168,33 @@ class Quotas:
                 conn.execute("DELETE FROM quota_reservations WHERE id = ?", (grant.reservation_id,))
             if model is not None:
                 self._usage.record(key, model, utc_day(now), prompt, completion)
+
+    def extend(self, principal: Principal, grant: Grant, want: int) -> Grant:
+        """Grow a grant toward `want` tokens as far as the key's limits allow now (once the engine has
+        counted the prompt an estimate under-counted); the grant's limit follows its reservation."""
+        if grant.limit is None or want <= grant.reserved:
+            return grant
+        limits, key = principal.limits, principal.key_id
+        extra = want - grant.reserved
+        with self._store.transaction() as conn:
+            now = self._clock()
+            if limits.daily_tokens is not None:
+                day = utc_day(now)
+                spent = self._usage.tokens_on(key, day) + self._reserved(conn, key, day, now)
+                extra = min(extra, max(0, limits.daily_tokens - spent))
+            tpm = self._bucket(conn, key, "tpm", limits.tpm, now)
+            if tpm is not None:
+                extra = min(extra, max(0, math.floor(tpm.level)))
+            if extra <= 0:
+                return grant
+            if tpm is not None:
+                tpm.charge(extra)
+                self._save(conn, key, "tpm", tpm)
+            if grant.reservation_id is not None:
+                conn.execute(
+                    "UPDATE quota_reservations SET tokens = tokens + ? WHERE id = ?", (extra, grant.reservation_id)
+                )
+        return Grant(key, grant.reserved + extra, grant.reserved + extra, grant.reservation_id)
 
     def release(self, principal: Principal, grant: Grant) -> None:
         """Drop the grant of a request that never ran: its reservation goes, its tpm tokens come back."""

@@ -41,7 +41,10 @@ async def _generate(body: GenerateRequest | ChatRequest, request: Request, gener
     if translate.is_load(body):  # every model is loaded at start: answer done at once
         await authorize(request, "chat" if chat else "completions", model=name)
         return JSONResponse(translate.load_response(name, time.time(), chat))
-    gen = translate.from_ollama_chat(body, name) if chat else translate.from_ollama_generate(body, name)  # type: ignore[arg-type]
+    if isinstance(body, ChatRequest):
+        gen = translate.from_ollama_chat(body, name)
+    else:
+        gen = translate.from_ollama_generate(body, name)
     framer = OllamaFramer(gen.model, chat=chat, started_ns=generation.origin.started_ns)
     return await generation.respond(gen, framer, stream=body.streaming)
 
