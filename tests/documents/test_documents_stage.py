@@ -126,3 +126,27 @@ async def test_retrieved_chunks_pass_the_guardrails_before_the_prompt_and_the_qu
     citations = next(e for e in out if isinstance(e, Citations))
     assert citations.items[0].path == "aws.md" and key not in citations.items[0].quote
     assert "guard" in request.annotations and "documents" in request.annotations
+
+
+def test_the_server_puts_retrieval_between_the_guard_and_egress(tmp_path: Path) -> None:
+    from garrison.documents.knowledge import attach_documents
+    from garrison.guard.egress import EgressStage
+    from garrison.guard.stage import GuardStage, guard_stages
+    from garrison.registry import ModelRegistry
+    from garrison.service import InferenceService
+    from garrison.settings import load_settings
+
+    write_text(tmp_path / "hr" / "a.md", "# A\ntext")
+    settings = load_settings(home=tmp_path / "home", engine={"threads": 1},
+                             documents={"roots": [{"path": str(tmp_path / "hr"), "collection": "hr"}]})
+    service = InferenceService(ModelRegistry([]), {}, settings, stages=guard_stages(settings, lambda m: "restricted"))
+    library = attach_documents(settings, service)
+    try:
+        assert [type(s) for s in service.stages] == [GuardStage, RetrievalStage, EgressStage]
+        assert isinstance(service.stages[1], RetrievalStage) and service.stages[1].screen is not None
+    finally:
+        assert library is not None
+        library.close()
+    with pytest.raises(ConfigError, match="need document roots"):
+        attach_documents(load_settings(home=tmp_path / "home2", knowledge=[
+            {"id": "h", "model": "m", "collections": ["hr"]}]), service)
