@@ -49,6 +49,14 @@ class ResponseFormat:
 
 
 @dataclass(slots=True)
+class RetrievalOptions:
+    """A request's ask to ground the answer in documents: these collections (None: all it may see), k chunks."""
+
+    collections: list[str] | None = None
+    k: int | None = None
+
+
+@dataclass(slots=True)
 class GenerationRequest:
     """One text generation: a chat (`messages`) or a raw/FIM completion (`prompt`, `suffix`)."""
 
@@ -64,6 +72,7 @@ class GenerationRequest:
     stream: bool = True
     request_id: str = field(default_factory=new_request_id)
     created: float = field(default_factory=time.time)
+    documents: RetrievalOptions | None = None  # ground the answer in documents (the retrieval stage)
     # JSON-safe facts stages want in the request's audit record (guard verdicts, document ids + labels);
     # never original secrets, PII or document text.
     annotations: dict[str, Any] = field(default_factory=dict)
@@ -127,9 +136,46 @@ class GenerationDone:
     timings: Timings = field(default_factory=Timings)
 
 
+@dataclass(slots=True, frozen=True)
+class Citation:
+    """One retrieved chunk the answer was given: its number in the prompt, its document and the quoted span."""
+
+    number: int
+    document_id: str
+    title: str
+    path: str
+    collection: str
+    page: int | None
+    heading: str | None
+    label: str
+    quote: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number, "document_id": self.document_id, "title": self.title, "path": self.path,
+            "collection": self.collection, "page": self.page, "heading": self.heading, "label": self.label,
+            "quote": self.quote,
+        }
+
+
+@dataclass(slots=True)
+class Citations:
+    """The documents an answer is grounded in and its classification; sent just before `GenerationDone`."""
+
+    items: list[Citation]
+    classification: str | None
+
+    @staticmethod
+    def fields(citations: Citations | None) -> dict[str, Any]:
+        """The reply fields both surfaces add to a grounded answer: `citations` and its `classification`."""
+        if citations is None:
+            return {}
+        return {"citations": [c.to_dict() for c in citations.items], "classification": citations.classification}
+
+
 # Matched exhaustively (`match` + `typing.assert_never`) wherever events are consumed: a new kind is
 # added here and to every framer, never left to fall into an `else`.
-GenerationEvent = GenerationStarted | TokenDelta | GenerationDone
+GenerationEvent = GenerationStarted | TokenDelta | Citations | GenerationDone
 
 
 @dataclass(slots=True)
@@ -143,6 +189,7 @@ class Completion:
     usage: Usage
     timings: Timings
     created: float
+    citations: Citations | None = None
 
 
 @dataclass(slots=True)

@@ -160,3 +160,31 @@ class UpstreamTimeout(UpstreamUnavailable):
 
     status = 504
     code = "upstream_timeout"
+class Conflict(GarrisonError):
+    """The request would overwrite something that exists (409)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class PathOutsideRoot(PermissionDenied):
+    """A document path resolves (after symlinks and `..`) outside every designated storage root (403)."""
+
+    code = "path_outside_root"
+
+
+class UnsupportedDocument(GarrisonError):
+    """A file whose kind garrison cannot read as a document (415)."""
+
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class UnreadableDocument(GarrisonError):
+    """A document of a supported kind that is corrupt, encrypted, empty or mislabelled (422, with the reason)."""
+
+    status = 422
+    type = "invalid_request_error"
+    code = "unprocessable_document"

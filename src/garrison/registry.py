@@ -89,6 +89,12 @@ class ModelRegistry:
                 raise ConfigError(f"model id '{info.id}' is configured twice")
             self._models[info.id] = info
 
+    def add(self, info: ModelInfo) -> None:
+        """Serve one more model id (knowledge models join after the engines are built)."""
+        if info.id in self._models:
+            raise ConfigError(f"model id '{info.id}' is configured twice")
+        self._models[info.id] = info
+
     def get(self, model_id: str, kind: Kind | None = None) -> ModelInfo:
         info = self._models.get(model_id)
         if info is None or (kind is not None and info.kind != kind):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 import anyio
 
 from garrison.domain import (
+    Citations,
     Completion,
     EmbeddingRequest,
     EmbeddingResult,
@@ -247,6 +248,7 @@ class InferenceService:
         request.stream = False  # the caller takes it whole: an engine may fetch it in one piece
         parts: list[str] = []
         done: GenerationDone | None = None
+        citations: Citations | None = None
         events = self.stream(request, caller, origin)
         try:
             async for event in events:
@@ -255,6 +257,8 @@ class InferenceService:
                         pass
                     case TokenDelta():
                         parts.append(event.text)
+                    case Citations():
+                        citations = event
                     case GenerationDone():
                         done = event
                     case _:
@@ -272,6 +276,7 @@ class InferenceService:
             usage=done.usage,
             timings=done.timings,
             created=request.created,
+            citations=citations,
         )
 
     async def embed(
@@ -384,6 +389,8 @@ class _Meter:
                     self.completion_tokens += event.tokens
                 case GenerationDone():
                     self.done = event
+                case Citations():
+                    pass
                 case _:
                     assert_never(event)
             yield event
@@ -404,7 +411,7 @@ class _Meter:
         match event:
             case TokenDelta():
                 self.parts.append(event.text)
-            case GenerationStarted() | GenerationDone():
+            case GenerationStarted() | Citations() | GenerationDone():
                 pass
             case _:
                 assert_never(event)

@@ -179,6 +179,58 @@ class AuditSettings(BaseModel):
     )
 
 
+Label = Literal["public", "internal", "confidential", "restricted"]
+
+
+class DocumentRoot(BaseModel):
+    """A designated storage root: garrison reads documents only inside it (symlinks and `..` resolved)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Field(description="Directory holding the documents (resolved; must exist when used).")
+    collection: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Collection name the root's documents belong to."
+    )
+    label: Label = Field(
+        default="internal", description="Default classification of its documents (Markdown front matter overrides)."
+    )
+    upload: bool = Field(default=False, description="Accept uploads (POST /v1/documents) into this root.")
+
+
+class DocumentsSettings(BaseModel):
+    """Private documents: storage roots, sync and limits."""
+
+    roots: list[DocumentRoot] = Field(default_factory=list, description="Designated storage roots.")
+    sync_interval: float = Field(
+        default=300.0, ge=0, description="Seconds between the server's re-syncs of the roots (0: never)."
+    )
+    max_file_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="Largest document ingested or uploaded (413 beyond)."
+    )
+    index_path: Path | None = Field(
+        default=None, description="SQLite file of the documents index (default: GARRISON_HOME/documents.db)."
+    )
+
+    @field_validator("roots")
+    @classmethod
+    def _unique_collections(cls, roots: list[DocumentRoot]) -> list[DocumentRoot]:
+        seen: set[str] = set()
+        for root in roots:
+            if root.collection in seen:
+                raise ValueError(f"collection '{root.collection}' is named by two roots; give each root its own")
+            seen.add(root.collection)
+        return roots
+
+
+class KnowledgeModel(BaseModel):
+    """A model id that answers from documents: every request to it retrieves from `collections` first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="The model id clients pick, e.g. 'handbook'.")
+    model: str = Field(description="The served chat model that writes the answer.")
+    collections: list[str] = Field(min_length=1, description="Collections retrieved from.")
+    k: int = Field(default=4, ge=1, le=32, description="Chunks retrieved per request.")
 GuardWhat = Literal["pii", "secrets", "injection", "blocklist"]
 GuardWhere = Literal["input", "retrieved", "output"]
 GuardAction = Literal["redact", "block", "flag"]
@@ -283,6 +335,12 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings, description="Embedded engine settings.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="Authentication settings.")
     audit: AuditSettings = Field(default_factory=AuditSettings, description="Audit log settings.")
+    documents: DocumentsSettings = Field(
+        default_factory=DocumentsSettings, description="Private documents: roots, sync, limits."
+    )
+    knowledge: list[KnowledgeModel] = Field(
+        default_factory=list, description="Knowledge models: chat models grounded in document collections."
+    )
     guardrails: GuardrailSettings = Field(
         default_factory=GuardrailSettings, description="Guardrail policies ([[guardrails.policies]])."
     )
@@ -311,6 +369,10 @@ class Settings(BaseSettings):
     @property
     def sqlite_path(self) -> Path:
         return self.home / "garrison.db"
+
+    @property
+    def documents_path(self) -> Path:
+        return self.documents.index_path or self.home / "documents.db"
 
     def ensure_home(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -106,7 +106,7 @@ def test_first_start_creates_one_admin_key_file_0600(settings: Settings, securit
     assert path.read_text().strip() == security.bootstrap_key
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     principal = security.guard.authenticate(f"Bearer {security.bootstrap_key}")
-    assert principal.scopes == {"chat", "completions", "embeddings", "metrics", "admin"}
+    assert principal.scopes == {"chat", "completions", "embeddings", "metrics", "documents", "documents:write", "admin"}
     again = setup(settings)
     try:
         assert again.bootstrap_key is None  # keys exist: nothing new is created

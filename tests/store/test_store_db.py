@@ -129,3 +129,37 @@ def test_time_words() -> None:
             call(bad)
     with pytest.raises(InvalidRequest, match="not in the future"):
         parse_expiry("2000-01-01", now=1738281600.0)
+
+
+def test_a_version_one_store_gains_key_collections_and_keeps_its_keys(tmp_path: Path) -> None:
+    import sqlite3
+
+    from garrison.security.keys import KeyStore
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL);"
+        + available()[0].sql
+        + "INSERT INTO schema_migrations VALUES (1, 'initial', '2025-01-01T00:00:00.000000Z');"
+        "INSERT INTO api_keys (id, name, env, scopes, models, clearance, created_at) "
+        "VALUES ('0123456789ab', 'old', 'dev', 'chat', '*', 'public', '2025-01-01T00:00:00.000000Z');"
+    )
+    conn.close()
+    store = Store(path)  # applies 0002 to a database that has a key already
+    try:
+        keys = KeyStore(store, b"s" * 32)
+        assert keys.get("0123456789ab").collections == ("*",)
+        narrow = keys.create(name="eng", env="dev", collections=["eng", "ops"]).record
+        assert narrow.principal().allows_collection("eng") and not narrow.principal().allows_collection("hr")
+    finally:
+        store.close()
+
+
+def test_two_migrations_with_one_version_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from garrison.store import migrate
+
+    twice = [migrate.Migration(1, "a", "SELECT 1;"), migrate.Migration(1, "b", "SELECT 2;")]
+    monkeypatch.setattr(migrate, "available", lambda package="garrison.store": twice)
+    with pytest.raises(ConfigError, match="share version 1"):
+        Store(tmp_path / "x.db")

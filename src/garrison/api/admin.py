@@ -18,7 +18,7 @@ from garrison.settings import Settings
 from garrison.store.times import parse_duration, parse_expiry, parse_when, utc_day
 
 Environment = Literal["dev", "staging", "prod"]
-Scope = Literal["chat", "completions", "embeddings", "metrics", "admin"]
+Scope = Literal["chat", "completions", "embeddings", "metrics", "documents", "documents:write", "admin"]
 Clearance = Literal["public", "internal", "confidential", "restricted"]
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -51,6 +51,8 @@ class KeyCreate(BaseModel):
     models: list[str] = Field(default_factory=lambda: [ANY_MODEL], min_length=1)
     scopes: list[Scope] = Field(default_factory=lambda: cast(list[Scope], list(DEFAULT_SCOPES)), min_length=1)
     clearance: Clearance = "public"
+    collections: list[str] = Field(default_factory=lambda: ["*"], min_length=1,
+                                   description="Document collections the key may read ('*': all).")
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
     daily_tokens: int | None = Field(default=None, ge=1)
@@ -84,6 +86,7 @@ def create_key(body: KeyCreate, security: Admin, request: Request) -> JSONRespon
         clearance=body.clearance,
         limits=Limits(body.rpm, body.tpm, body.daily_tokens),
         expires_at=parse_expiry(body.expires, now) if body.expires else None,
+        collections=body.collections,
         policy=body.policy,
     )
     return JSONResponse(issued.to_dict(now), status_code=201, headers=_NO_STORE)

@@ -2,30 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
+import anyio
 from fastapi import FastAPI
 
 from garrison import __version__
 from garrison.api import admin, health, metrics
+from garrison.api import documents as documents_api
 from garrison.api.access import RequestContextMiddleware
 from garrison.api.errors import install_error_handlers
 from garrison.api.limits import BodyLimitMiddleware
 from garrison.api.ollama import router as ollama_router
 from garrison.api.openai import router as openai_router
+from garrison.documents.library import Change, Library, audit_change
 from garrison.security import Security
 from garrison.service import InferenceService
 from garrison.settings import Settings
 
+log = logging.getLogger("garrison.documents")
 
-def create_app(settings: Settings, inference: InferenceService, security: Security | None = None) -> FastAPI:
+_UPLOAD_SLACK = 256 * 1024  # multipart framing around an uploaded file
+
+
+def create_app(
+    settings: Settings,
+    inference: InferenceService,
+    security: Security | None = None,
+    documents: Library | None = None,
+) -> FastAPI:
     """Build the HTTP app over a loaded inference service; `security` None serves without auth or audit."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await inference.startup()
-        yield
+        async with _resyncing(documents, security):
+            yield
         await inference.aclose()
 
     inference.attach_security(security)
@@ -41,6 +56,7 @@ def create_app(settings: Settings, inference: InferenceService, security: Securi
     app.state.settings = settings
     app.state.inference = inference
     app.state.security = security
+    app.state.documents = documents
     app.state.metrics = metrics.metrics_registry(inference)
     install_error_handlers(app)
     app.include_router(health.router)
@@ -48,10 +64,42 @@ def create_app(settings: Settings, inference: InferenceService, security: Securi
     app.include_router(ollama_router.router)
     app.include_router(admin.router)
     app.include_router(metrics.router)
+    app.include_router(documents_api.router)
     if security is not None and settings.console.enabled:
         from garrison.console.app import mount_console
 
         mount_console(app, settings, security, inference)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    uploads = {"/v1/documents": max(settings.max_body_bytes, settings.documents.max_file_bytes + _UPLOAD_SLACK)}
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, per_path=uploads)
     app.add_middleware(RequestContextMiddleware)  # outermost: every response gets an id and an audit record
     return app
+
+
+@contextlib.asynccontextmanager
+async def _resyncing(library: Library | None, security: Security | None) -> AsyncIterator[None]:
+    """For the server's lifetime: re-sync the document roots every `sync_interval`."""
+    task = None
+    if library is not None and library.sync_interval > 0:
+        task = asyncio.create_task(_resync(library, security, library.sync_interval))
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _resync(library: Library, security: Security | None, interval: float) -> None:
+    while True:
+        try:
+            report = await anyio.to_thread.run_sync(library.sync)
+            if report.changed and security is not None:
+                await anyio.to_thread.run_sync(
+                    audit_change, security.audit, Change("sync", report.summary()), "server"
+                )
+            if report.failed or report.refused:
+                log.warning("%s", report.summary())
+        except Exception:  # noqa: BLE001 - a failed sync is logged and retried at the next interval
+            log.exception("documents sync failed")
+        await asyncio.sleep(interval)

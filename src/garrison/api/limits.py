@@ -17,17 +17,19 @@ class BodyLimitMiddleware:
     chunked upload is answered 413 before any route or parser sees it.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}  # routes taking files (document uploads) allow more
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope["path"], self.max_bytes)
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, send, limit)
             return
         chunks: list[bytes] = []
         size = 0
@@ -37,8 +39,8 @@ class BodyLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._reject(scope, send)
+            if size > limit:
+                await self._reject(scope, send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -54,8 +56,8 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
-        exc = PayloadTooLarge(f"request body exceeds the {self.max_bytes}-byte limit")
+    async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
+        exc = PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
         ctx = scope.get("state", {}).get("ctx")
         if ctx is not None:
             ctx.note(exc)

@@ -17,11 +17,12 @@ from garrison.settings import Settings
 
 def build(settings: Settings):  # type: ignore[no-untyped-def]
     """Load security and models (digests checked), then build the app: the slow part of start-up."""
+    from garrison.documents.knowledge import attach_documents
     from garrison.security import setup
 
     security = setup(settings)
     inference = InferenceService.from_settings(settings)
-    return create_app(settings, inference, security)
+    return create_app(settings, inference, security, attach_documents(settings, inference))
 
 
 def uvicorn_config(app, settings: Settings, sock_port: int | None = None) -> uvicorn.Config:  # type: ignore[no-untyped-def]
@@ -62,3 +63,5 @@ def background_server(settings: Settings, app=None) -> Iterator[str]:  # type: i
         thread.join(timeout=10)
         if getattr(app.state, "security", None) is not None:
             app.state.security.close()
+        if getattr(app.state, "documents", None) is not None:
+            app.state.documents.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -26,9 +28,24 @@ def settings_from_flags(config: Path | None = None, **overrides: Any) -> Setting
     raise AssertionError("unreachable")
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+T = TypeVar("T")
+
+
+def run_or_fail(action: Callable[[], T]) -> T:
+    """Run a command's action; a GarrisonError becomes a one-line message and exit status 1."""
+    try:
+        return action()
+    except GarrisonError as exc:
+        fail(exc.message)
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 ConfigOption = typer.Option(None, "--config", "-c", help="Path to garrison.toml (default: ./garrison.toml, "

@@ -74,10 +74,13 @@ def create(
     scopes: str = typer.Option(
         "chat,completions,embeddings",
         "--scopes",
-        help="Comma-separated: chat, completions, embeddings, metrics, admin.",
+        help="Comma-separated: chat, completions, embeddings, metrics, documents, documents:write, admin.",
     ),
     clearance: str = typer.Option(
         "public", "--clearance", help="public, internal, confidential or restricted."
+    ),
+    collections: str = typer.Option(
+        "*", "--collections", help="Comma-separated document collections the key may read, or * for all."
     ),
     rpm: int | None = typer.Option(None, "--rpm", min=1, help="Requests per minute (default: unlimited)."),
     tpm: int | None = typer.Option(None, "--tpm", min=1, help="Tokens per minute (default: unlimited)."),
@@ -109,6 +112,7 @@ def create(
                 clearance=clearance,
                 limits=Limits(rpm, tpm, daily_tokens),
                 expires_at=parse_expiry(expires, now) if expires else None,
+                collections=_csv(collections),
                 policy=policy,
             )
         )

@@ -56,6 +56,10 @@ class OnnxEmbedder:
             timings=Timings(prompt_eval_ns=elapsed, total_ns=elapsed),
         )
 
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text, computed in the calling thread."""
+        return self._embed(texts)[0]
+
     async def aclose(self) -> None:
         """Nothing to release: the ONNX session is freed with the embedder."""
 

@@ -16,6 +16,7 @@ from typing import Any, assert_never
 
 from garrison.domain import (
     ChatMessage,
+    Citations,
     GenerationDone,
     GenerationEvent,
     GenerationRequest,
@@ -133,6 +134,8 @@ class GuardStage:
                         annotated = True
                         if piece is not None:
                             yield piece
+                        yield event
+                    case Citations():  # their quotes were screened as retrieved text on the way in
                         yield event
                     case _:
                         assert_never(event)

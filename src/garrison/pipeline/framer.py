@@ -8,7 +8,7 @@ from typing import Any, Protocol, assert_never
 
 import anyio
 
-from garrison.domain import Completion, GenerationDone, GenerationEvent, GenerationStarted, TokenDelta
+from garrison.domain import Citations, Completion, GenerationDone, GenerationEvent, GenerationStarted, TokenDelta
 from garrison.errors import EngineError, GarrisonError
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,10 @@ class Framer(Protocol):
 
     def chunk(self, delta: TokenDelta) -> list[bytes]:
         """Frames for a piece of text (none for an empty one)."""
+        ...
+
+    def citations(self, citations: Citations) -> list[bytes]:
+        """Frames for the documents the answer is grounded in (sent just before `done`)."""
         ...
 
     def done(self, done: GenerationDone) -> list[bytes]:
@@ -48,6 +52,9 @@ async def frames(
                     pass
                 case TokenDelta():
                     for frame in framer.chunk(event):
+                        yield frame
+                case Citations():
+                    for frame in framer.citations(event):
                         yield frame
                 case GenerationDone():
                     for frame in framer.done(event):

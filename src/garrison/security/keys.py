@@ -18,6 +18,7 @@ from typing import Any
 
 from garrison.errors import ConfigError, InvalidRequest, NotFound
 from garrison.security.principal import (
+    ANY_COLLECTION,
     ANY_MODEL,
     CLEARANCES,
     DEFAULT_SCOPES,
@@ -110,6 +111,7 @@ class KeyRecord:
     expires_at: float | None = None
     revoked_at: float | None = None
     rotated_at: float | None = None
+    collections: tuple[str, ...] = (ANY_COLLECTION,)
     policy: str | None = None
 
     def status(self, now: float) -> str:
@@ -129,6 +131,7 @@ class KeyRecord:
             models=frozenset(self.models),
             clearance=self.clearance,
             limits=self.limits,
+            collections=frozenset(self.collections),
             policy=self.policy,
         )
 
@@ -142,6 +145,7 @@ class KeyRecord:
             "scopes": list(self.scopes),
             "models": list(self.models),
             "clearance": self.clearance,
+            "collections": list(self.collections),
             "policy": self.policy,
             **self.limits.to_dict(),
             "status": self.status(now),
@@ -193,6 +197,7 @@ class KeyStore:
         clearance: str = "public",
         limits: Limits | None = None,
         expires_at: float | None = None,
+        collections: Sequence[str] = (ANY_COLLECTION,),
         policy: str | None = None,
     ) -> IssuedKey:
         """Create a key and return it with its secret (shown once); `policy` names its guardrail policy."""
@@ -200,7 +205,7 @@ class KeyStore:
             raise InvalidRequest("a policy name is 1 to 64 letters, digits, '.', '_' or '-'", param="policy")
         with self._store.transaction() as conn:
             return self._insert(
-                conn, name, env, scopes, models, clearance, limits or Limits(), expires_at, policy
+                conn, name, env, scopes, models, clearance, limits or Limits(), expires_at, collections, policy
             )
 
     def bootstrap_admin(self, env: str) -> IssuedKey | None:
@@ -289,14 +294,18 @@ class KeyStore:
         clearance: str,
         limits: Limits,
         expires_at: float | None,
+        collections: Sequence[str] = (ANY_COLLECTION,),
         policy: str | None = None,
     ) -> IssuedKey:
         scopes, models = _check(name, env, scopes, models, clearance, limits)
+        clean_collections = tuple(dict.fromkeys(c.strip() for c in collections if c.strip()))
+        if not clean_collections or any("," in c for c in clean_collections):
+            raise InvalidRequest("collections must be '*' or a list of collection names", param="collections")
         now = self._clock()
         key_id = secrets.token_hex(6)
         conn.execute(
             "INSERT INTO api_keys (id, name, env, scopes, models, clearance, rpm, tpm, daily_tokens, "
-            "created_at, expires_at, policy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, expires_at, collections, policy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key_id,
                 name.strip(),
@@ -309,6 +318,7 @@ class KeyStore:
                 limits.daily_tokens,
                 to_iso(now),
                 _iso_or_none(expires_at),
+                ",".join(clean_collections),
                 policy,
             ),
         )
@@ -371,6 +381,7 @@ def _record(row: sqlite3.Row) -> KeyRecord:
         expires_at=_epoch_or_none(row["expires_at"]),
         revoked_at=_epoch_or_none(row["revoked_at"]),
         rotated_at=_epoch_or_none(row["rotated_at"]),
+        collections=tuple(row["collections"].split(",")),
         policy=row["policy"],
     )
 

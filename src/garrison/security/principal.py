@@ -6,10 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "prod")
-SCOPES: tuple[str, ...] = ("chat", "completions", "embeddings", "metrics", "admin")
+SCOPES: tuple[str, ...] = (
+    "chat", "completions", "embeddings", "metrics", "documents", "documents:write", "admin"
+)
 DEFAULT_SCOPES: tuple[str, ...] = ("chat", "completions", "embeddings")
 CLEARANCES: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
 ANY_MODEL = "*"
+ANY_COLLECTION = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,7 @@ class Principal:
     models: frozenset[str]
     clearance: str = "public"
     limits: Limits = field(default_factory=Limits)
+    collections: frozenset[str] = frozenset({ANY_COLLECTION})
     policy: str | None = None  # guardrail policy name; None: the environment's default
 
     @classmethod
@@ -48,11 +52,24 @@ class Principal:
         return not self.key_id
 
     def has_scope(self, scope: str) -> bool:
-        """Whether the key holds `scope`; `admin` also grants `metrics` (a scraper needs nothing else)."""
-        return scope in self.scopes or (scope == "metrics" and "admin" in self.scopes)
+        """Whether the key holds `scope`; `admin` also grants metrics and both documents scopes (write grants read)."""
+        if scope in self.scopes:
+            return True
+        if scope in ("metrics", "documents:write"):
+            return "admin" in self.scopes
+        return scope == "documents" and ("documents:write" in self.scopes or "admin" in self.scopes)
 
     def allows_model(self, model: str) -> bool:
         return ANY_MODEL in self.models or model in self.models
+
+    def allows_collection(self, collection: str) -> bool:
+        """Whether this key may read documents of `collection` (up to its clearance)."""
+        return ANY_COLLECTION in self.collections or collection in self.collections
+
+    @property
+    def clearance_rank(self) -> int:
+        """The clearance as a rank (0 = public ... 3 = restricted), the form stored beside every chunk."""
+        return CLEARANCES.index(self.clearance)
 
     def cleared_for(self, level: str) -> bool:
         """Whether this key's clearance reaches `level` (public < internal < confidential < restricted)."""
@@ -66,6 +83,7 @@ class Principal:
             "scopes": sorted(self.scopes),
             "models": sorted(self.models),
             "clearance": self.clearance,
+            "collections": sorted(self.collections),
             "limits": self.limits.to_dict(),
             "policy": self.policy,
         }

@@ -26,7 +26,7 @@ class Store:
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = 10.0, migrations: str = "garrison.store") -> None:
         self.path = path
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
@@ -34,7 +34,7 @@ class Store:
         self._lock = threading.Lock()
         self._closed = False
         _create_private_file(path)
-        migrate(self)
+        migrate(self, migrations)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened in WAL mode with synchronous=FULL (each commit is fsynced)."""

@@ -1,4 +1,7 @@
-"""Numbered SQL migrations (store/migrations/NNNN_name.sql), applied once each, in order, atomically."""
+"""Numbered SQL migrations (PACKAGE/migrations/NNNN_name.sql), applied once each, in order, atomically.
+
+Each database has its own package of migrations: the store's (`garrison.store`), the documents index's.
+"""
 
 from __future__ import annotations
 
@@ -27,10 +30,10 @@ class Migration:
     sql: str
 
 
-def available() -> list[Migration]:
-    """Every migration shipped with this garrison, by ascending version."""
+def available(package: str = "garrison.store") -> list[Migration]:
+    """Every migration shipped in `package`, by ascending version."""
     found = []
-    for entry in resources.files("garrison.store").joinpath("migrations").iterdir():
+    for entry in resources.files(package).joinpath("migrations").iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
@@ -57,13 +60,17 @@ def applied_versions(store: Store) -> set[int]:
     return {row[0] for row in store.fetchall("SELECT version FROM schema_migrations")}
 
 
-def migrate(store: Store) -> list[int]:
-    """Apply pending migrations, each in its own transaction; returns the versions applied now."""
+def migrate(store: Store, package: str = "garrison.store") -> list[int]:
+    """Apply `package`'s pending migrations, each in its own transaction; returns the versions applied now."""
     store.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations "
         "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
-    known = available()
+    known = available(package)
+    versions = [m.version for m in known]
+    if len(set(versions)) != len(versions):
+        twice = sorted({v for v in versions if versions.count(v) > 1})
+        raise ConfigError(f"two migrations of {package} share version {twice[0]}; renumber one")
     newest = max((m.version for m in known), default=0)
     done = applied_versions(store)
     if done and max(done) > newest:

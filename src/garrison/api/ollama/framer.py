@@ -8,7 +8,7 @@ from typing import Any
 from garrison.api.errors import ollama_error_body
 from garrison.api.ollama import translate
 from garrison.api.streaming import ndjson
-from garrison.domain import Completion, GenerationDone, TokenDelta
+from garrison.domain import Citations, Completion, GenerationDone, TokenDelta
 from garrison.errors import GarrisonError
 
 
@@ -19,6 +19,7 @@ class OllamaFramer:
 
     def __init__(self, model: str, *, chat: bool, started_ns: int) -> None:
         self.model, self.chat, self.started_ns = model, chat, started_ns
+        self._citations: Citations | None = None
 
     def _elapsed(self) -> int:
         return time.perf_counter_ns() - self.started_ns
@@ -29,13 +30,18 @@ class OllamaFramer:
         piece = translate.chat_chunk if self.chat else translate.generate_chunk
         return [ndjson(piece(self.model, delta.text, time.time()))]
 
+    def citations(self, citations: Citations) -> list[bytes]:
+        self._citations = citations  # sent on the `"done": true` line, which Ollama clients read whole
+        return []
+
     def done(self, done: GenerationDone) -> list[bytes]:
         final = translate.chat_done if self.chat else translate.generate_done
-        return [ndjson(final(self.model, done, self._elapsed(), time.time()))]
+        body = final(self.model, done, self._elapsed(), time.time())
+        return [ndjson({**body, **Citations.fields(self._citations)})]
 
     def error(self, exc: GarrisonError) -> list[bytes]:
         return [ndjson(ollama_error_body(exc))]
 
     def whole(self, result: Completion) -> dict[str, Any]:
         whole = translate.to_ollama_chat if self.chat else translate.to_ollama_generate
-        return whole(result, self._elapsed(), time.time())
+        return {**whole(result, self._elapsed(), time.time()), **Citations.fields(result.citations)}

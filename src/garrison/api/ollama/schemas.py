@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from garrison.api.openai.schemas import DocumentsIn  # the same extension on both surfaces
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -66,6 +68,7 @@ class MessageIn(_Body):
 
 class ChatRequest(_Generative):
     messages: list[MessageIn] = Field(default_factory=list)
+    documents: DocumentsIn | None = None
     tools: list[dict[str, Any]] | None = None
 
 

@@ -26,6 +26,7 @@ from garrison.domain import (
     GenerationDone,
     GenerationRequest,
     ResponseFormat,
+    RetrievalOptions,
     SamplingParams,
     Timings,
     Usage,
@@ -157,6 +158,7 @@ def from_ollama_chat(body: ChatRequest, model: str | None = None) -> GenerationR
         messages=[_message(m, model) for m in body.messages],
         sampling=sampling(body.options),
         response_format=response_format(body.format),
+        documents=RetrievalOptions(body.documents.collections, body.documents.k) if body.documents else None,
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from garrison.api.errors import openai_error_body
 from garrison.api.openai import translate
 from garrison.api.streaming import sse
-from garrison.domain import Completion, GenerationDone, GenerationRequest, TokenDelta
+from garrison.domain import Citations, Completion, GenerationDone, GenerationRequest, TokenDelta
 from garrison.errors import AuditWriteError, GarrisonError
 
 
@@ -19,6 +19,7 @@ class OpenAIFramer:
     def __init__(self, request: GenerationRequest, *, chat: bool, include_usage: bool = False) -> None:
         self.request, self.chat, self.include_usage = request, chat, include_usage
         self._opened = not chat
+        self._citations: Citations | None = None
 
     def _open(self) -> list[bytes]:
         if self._opened:
@@ -33,6 +34,10 @@ class OpenAIFramer:
             return [*self._open(), sse(translate.chat_chunk(self.request, {"content": delta.text}))]
         return [sse(translate.completion_chunk(self.request, delta.text))]
 
+    def citations(self, citations: Citations) -> list[bytes]:
+        self._citations = citations  # sent as the last chunk before [DONE], after finish_reason and usage
+        return []
+
     def done(self, done: GenerationDone) -> list[bytes]:
         finish = "length" if done.finish_reason == "length" else "stop"
         last = (translate.chat_chunk(self.request, {}, finish) if self.chat
@@ -40,6 +45,8 @@ class OpenAIFramer:
         frames = [*self._open(), sse(last)]
         if self.include_usage:
             frames.append(sse(translate.usage_chunk(self.request, done, self.chat)))
+        if self._citations is not None:
+            frames.append(sse(translate.citations_chunk(self.request, self._citations)))
         return [*frames, sse("[DONE]")]
 
     def error(self, exc: GarrisonError) -> list[bytes]:

@@ -59,8 +59,18 @@ class SamplingFields(_Body):
     ignore_eos: bool = False
 
 
+class DocumentsIn(_Body):
+    """garrison's extension on both surfaces: ground a chat answer in documents (openai SDK: `extra_body`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collections: list[str] | None = Field(default=None, min_length=1)
+    k: int | None = Field(default=None, ge=1, le=32)
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: list[MessageIn] = Field(min_length=1)
+    documents: DocumentsIn | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     response_format: ResponseFormatIn | None = None

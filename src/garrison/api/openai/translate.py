@@ -17,12 +17,14 @@ from garrison.api.openai.schemas import (
 )
 from garrison.domain import (
     ChatMessage,
+    Citations,
     Completion,
     EmbeddingRequest,
     EmbeddingResult,
     GenerationDone,
     GenerationRequest,
     ResponseFormat,
+    RetrievalOptions,
     SamplingParams,
     Usage,
 )
@@ -95,6 +97,7 @@ def from_openai_chat(body: ChatCompletionRequest) -> GenerationRequest:
         messages=[_message(m, i) for i, m in enumerate(body.messages)],
         sampling=_sampling(body, max_tokens),
         response_format=fmt,
+        documents=RetrievalOptions(body.documents.collections, body.documents.k) if body.documents else None,
     )
 
 
@@ -133,6 +136,18 @@ def _finish(reason: str) -> str:
     return "length" if reason == "length" else "stop"
 
 
+def citations_chunk(request: GenerationRequest, citations: Citations) -> dict[str, Any]:
+    """The stream chunk that carries the citations (no choices, like the usage chunk), before [DONE]."""
+    return {
+        "id": f"chatcmpl-{request.request_id}",
+        "object": "chat.completion.chunk",
+        "created": int(request.created),
+        "model": request.model,
+        "choices": [],
+        **Citations.fields(citations),
+    }
+
+
 def to_openai_chat(result: Completion) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{result.request_id}",
@@ -146,6 +161,7 @@ def to_openai_chat(result: Completion) -> dict[str, Any]:
             "finish_reason": _finish(result.finish_reason),
         }],
         "usage": usage_dict(result.usage),
+        **Citations.fields(result.citations),
     }
 
 

@@ -1,0 +1,1 @@
+"""Private documents: storage roots, parsing, a clearance-filtered hybrid index, retrieval with citations."""
