@@ -41,6 +41,11 @@ class EngineSettings(BaseModel):
     """How the embedded llama.cpp engine runs."""
 
     threads: int | None = Field(default=None, description="CPU threads for decoding (default: all cores).")
+    cpu_extra_buffers: Literal["auto", "on", "repack", "off"] = Field(
+        default="auto",
+        description="llama.cpp's repacked weight buffers: 'on' (all, AMX included), 'repack' (CPU_REPACK but "
+        "never AMX), 'off' (plain CPU buffers), 'auto' ('repack' on an AMX build, else 'on'). See docs/engine.md.",
+    )
     context_length: int = Field(default=4096, description="Default context window per sequence, in tokens.")
     max_concurrent_sequences: int = Field(
         default=8, description="Sequences decoded together in one batch (KV cache slots)."
