@@ -18,7 +18,7 @@ from garrison.domain import (
     Usage,
 )
 from garrison.engines.base import Embedder, Engine, EngineRegistry, default_engines
-from garrison.errors import EngineError, InvalidRequest, Overloaded
+from garrison.errors import EngineError, GarrisonError, InvalidRequest, Overloaded
 from garrison.registry import ModelInfo, ModelRegistry, build_registry
 from garrison.settings import Settings
 
@@ -53,6 +53,20 @@ class InferenceService:
         if embed:
             built.update(engines.factory("onnx-embeddings")(embed, settings))
         return cls(registry, built, settings)
+
+    async def aclose(self) -> None:
+        """Close every engine (contexts, models, batches freed); the app's lifespan calls it on shutdown."""
+        for engine in self._engines.values():
+            close = getattr(engine, "aclose", None)
+            if close is not None:
+                await close()
+
+    def abort(self, error: GarrisonError) -> None:
+        """Fail every running and queued generation now, each with `error` (a shutdown's drain bound passed)."""
+        for engine in self._engines.values():
+            abort = getattr(engine, "abort", None)
+            if abort is not None:
+                abort(error)
 
     def model(self, model_id: str, kind: str | None = None) -> ModelInfo:
         return self.registry.get(model_id, kind)  # type: ignore[arg-type]

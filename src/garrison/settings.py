@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
     )
+    shutdown_drain_s: float = Field(
+        default=30.0, ge=0,
+        description="On SIGTERM/Ctrl-C, seconds in-flight requests may take to finish; then they end with an error.",
+    )
     default_model: bool = Field(
         default=True, description="Serve the embedded SmolLM2-135M-Instruct in addition to [[models]]."
     )

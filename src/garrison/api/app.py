@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 
 from garrison import __version__
 from garrison.api import admin, health, metrics
 from garrison.api.access import RequestContextMiddleware
+from garrison.api.disconnect import CancelOnDisconnect
 from garrison.api.errors import install_error_handlers
 from garrison.api.limits import BodyLimitMiddleware
 from garrison.api.ollama import router as ollama_router
@@ -15,10 +20,27 @@ from garrison.security import Security
 from garrison.service import InferenceService
 from garrison.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings, inference: InferenceService, security: Security | None = None) -> FastAPI:
     """Build the HTTP app over a loaded inference service; `security` None serves without auth or audit."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """Nothing to start (models load before the app exists); on shutdown close engines, then the store."""
+        try:
+            yield
+        finally:
+            try:
+                await inference.aclose()
+            except Exception:  # noqa: BLE001 - the store must still be closed
+                log.exception("closing the engines failed")
+            if security is not None:
+                security.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="garrison",
         version=__version__,
         description="Self-hosted LLM platform: OpenAI- and Ollama-compatible APIs over local models.",
@@ -36,6 +58,7 @@ def create_app(settings: Settings, inference: InferenceService, security: Securi
     app.include_router(ollama_router.router)
     app.include_router(admin.router)
     app.include_router(metrics.router)
+    app.add_middleware(CancelOnDisconnect)  # innermost: a client gone before its response cancels the handler
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)  # outermost: every response gets an id and an audit record
     return app

@@ -55,9 +55,7 @@ def serve(
 
 def run(settings: Any) -> None:
     """Load everything (digest checks included), print how to connect, then serve until interrupted."""
-    import uvicorn
-
-    from garrison.api.server import build, uvicorn_config
+    from garrison.api.server import build, serve_forever
     from garrison.errors import GarrisonError
 
     settings.ensure_home()
@@ -79,7 +77,7 @@ def run(settings: Any) -> None:
     auth_note = f"auth on, env {settings.auth.env}" if security.auth_enabled else "auth OFF (loopback only)"
     typer.echo(f"garrison listening on http://{settings.host}:{settings.port}  ({auth_note})", err=True)
     try:
-        uvicorn.Server(uvicorn_config(app, settings)).run()
+        serve_forever(app, settings)
     finally:
         security.close()
 

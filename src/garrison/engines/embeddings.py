@@ -55,6 +55,10 @@ class OnnxEmbedder:
             timings=Timings(prompt_eval_ns=elapsed, total_ns=elapsed),
         )
 
+    async def aclose(self) -> None:
+        """Release the onnxruntime session."""
+        self._session = None  # type: ignore[assignment]
+
     def count_tokens(self, texts: list[str]) -> int:
         return sum(len(e.ids) for e in self._tokenizer.encode_batch(texts))
 

@@ -23,7 +23,14 @@ from garrison.engines.prompt import build_prompt
 from garrison.engines.sampling import build_sampler, json_grammar, sampling_seed
 from garrison.engines.scheduler import BatchScheduler, DecodeLoop, Sequence
 from garrison.engines.text import TextStream
-from garrison.errors import ConfigError, ContextLengthExceeded, EngineError, EngineUnavailable, InvalidRequest
+from garrison.errors import (
+    ConfigError,
+    ContextLengthExceeded,
+    EngineError,
+    EngineUnavailable,
+    GarrisonError,
+    InvalidRequest,
+)
 from garrison.registry import ModelInfo
 from garrison.settings import Settings
 
@@ -144,6 +151,10 @@ class LlamaEngine:
         if self._closed:
             return "the engine is closed"
         return self._loop.failure()
+
+    def abort(self, error: GarrisonError) -> None:
+        """Fail every running and queued request with `error` before the next step (shutdown past its drain)."""
+        self._scheduler.abort(error)
 
     async def aclose(self) -> None:
         """Fail what is still running, stop the decode thread (with the last engine), free context and model."""

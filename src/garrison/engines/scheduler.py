@@ -25,7 +25,7 @@ from garrison.domain import FinishReason, GenerationDone, GenerationEvent, Timin
 from garrison.engines.kvcache import Slot, SlotTable
 from garrison.engines.sampling import SamplerChain
 from garrison.engines.text import TextStream
-from garrison.errors import EngineError, EngineUnavailable
+from garrison.errors import EngineError, EngineUnavailable, GarrisonError
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class BatchScheduler:
         self.counters = Counters()
         self.wake: Callable[[], None] = lambda: None
         self.failure: str | None = None  # set by the decode loop while this context cannot serve
+        self._abort: GarrisonError | None = None
 
     # -- called from any thread ------------------------------------------------------------------
 
@@ -133,9 +134,14 @@ class BatchScheduler:
             seq.cancelled = True
             self.wake()
 
+    def abort(self, error: GarrisonError) -> None:
+        """Fail every queued, waiting and running sequence with `error` at the next step (any thread)."""
+        self._abort = error
+        self.wake()
+
     def has_work(self) -> bool:
         """Whether anything is queued, waiting or running (the decode loop sleeps otherwise)."""
-        return bool(self._inbox or self._waiting or self._running)
+        return bool(self._inbox or self._waiting or self._running or self._abort)
 
     def metrics(self) -> dict[str, int]:
         """A snapshot of the scheduler's load and totals."""
@@ -165,6 +171,10 @@ class BatchScheduler:
         Anything raised here reaches the decode loop, which fails this context's sequences (`recover`).
         """
         started = time.perf_counter_ns()
+        if self._abort is not None:
+            error, self._abort = self._abort, None
+            self._fail_every(error)
+            return
         try:
             while self._inbox:
                 self._waiting.append(self._inbox.popleft())
@@ -176,12 +186,17 @@ class BatchScheduler:
         finally:
             self.counters.step_ns += time.perf_counter_ns() - started
 
-    def recover(self, error: EngineError) -> None:
+    def recover(self, error: GarrisonError) -> None:
         """After a failed step: fail every queued, waiting and running sequence, and empty the KV cache.
 
         Raises when the context cannot be reset; the decode loop then reports the engine unhealthy and
         tries again later.
         """
+        self._fail_every(error)
+        self._slots.reset()
+
+    def _fail_every(self, error: GarrisonError) -> None:
+        """End every sequence with `error`; their slots are free (their KV stays for reuse)."""
         while self._inbox:
             self._waiting.append(self._inbox.popleft())
         for seq in [*self._running, *self._waiting]:
@@ -192,18 +207,21 @@ class BatchScheduler:
                     seq.sampler.close()
                 except Exception:  # noqa: BLE001 - a sampler that cannot be freed must not block recovery
                     log.exception("llama engine %s could not free a sampler", self.name)
+        for seq in self._running:
+            if seq.slot is not None:
+                self._slots.release(seq.slot)
+                seq.slot = None
         self._running.clear()
         self._waiting.clear()
         try:
             self._flush()
         finally:
             self._dirty.clear()
-        self._slots.reset()
 
-    def close(self, error: Exception) -> None:
+    def close(self, error: GarrisonError) -> None:
         """Once no thread steps this context any more: fail what is left and free the batch."""
         try:
-            self.recover(error)  # type: ignore[arg-type]
+            self.recover(error)
         finally:
             llama_cpp.llama_batch_free(self._batch)
 
