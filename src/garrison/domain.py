@@ -36,6 +36,8 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     repeat_penalty: float = 1.0
     ignore_eos: bool = False
+    # max_tokens is a cap, not a reservation (Ollama's num_predict): past the context it means "until full".
+    max_tokens_is_cap: bool = False
 
 
 @dataclass(slots=True)
@@ -59,10 +61,20 @@ class GenerationRequest:
     response_format: ResponseFormat | None = None
     request_id: str = field(default_factory=new_request_id)
     created: float = field(default_factory=time.time)
+    # JSON-safe facts stages want in the request's audit record (guard verdicts, document ids + labels);
+    # never original secrets, PII or document text.
+    annotations: dict[str, Any] = field(default_factory=dict)
+    # The highest classification (public < internal < confidential < restricted) of data in the request.
+    data_label: str | None = None
 
     @property
     def is_chat(self) -> bool:
         return self.messages is not None
+
+    @property
+    def scope(self) -> Literal["chat", "completions"]:
+        """The key scope this request needs."""
+        return "chat" if self.is_chat else "completions"
 
 
 @dataclass(slots=True)
@@ -88,6 +100,14 @@ class Timings:
 
 
 @dataclass(slots=True)
+class GenerationStarted:
+    """The engine accepted the request: its prompt is `prompt_tokens` tokens (charged however it ends)."""
+
+    prompt_tokens: int
+    cached_tokens: int = 0
+
+
+@dataclass(slots=True)
 class TokenDelta:
     """A piece of generated text (one or more tokens) streamed as soon as it is safe to emit."""
 
@@ -104,7 +124,9 @@ class GenerationDone:
     timings: Timings = field(default_factory=Timings)
 
 
-GenerationEvent = TokenDelta | GenerationDone
+# Matched exhaustively (`match` + `typing.assert_never`) wherever events are consumed: a new kind is
+# added here and to every framer, never left to fall into an `else`.
+GenerationEvent = GenerationStarted | TokenDelta | GenerationDone
 
 
 @dataclass(slots=True)
@@ -125,6 +147,8 @@ class EmbeddingRequest:
     model: str
     inputs: list[str]
     request_id: str = field(default_factory=new_request_id)
+    annotations: dict[str, Any] = field(default_factory=dict)
+    data_label: str | None = None
 
 
 @dataclass(slots=True)

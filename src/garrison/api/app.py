@@ -23,8 +23,13 @@ from garrison.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, inference: InferenceService, security: Security | None = None) -> FastAPI:
-    """Build the HTTP app over a loaded inference service; `security` None serves without auth or audit."""
+def create_app(
+    settings: Settings, inference: InferenceService, security: Security | None = None, *, owns_security: bool = False
+) -> FastAPI:
+    """Build the HTTP app over a loaded inference service; `security` None serves without auth or audit.
+
+    On shutdown the lifespan closes the engines, and the store too when the app owns it (`build()` does).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,9 +41,10 @@ def create_app(settings: Settings, inference: InferenceService, security: Securi
                 await inference.aclose()
             except Exception:  # noqa: BLE001 - the store must still be closed
                 log.exception("closing the engines failed")
-            if security is not None:
+            if security is not None and owns_security:
                 security.close()
 
+    inference.attach_security(security)
     app = FastAPI(
         lifespan=lifespan,
         title="garrison",

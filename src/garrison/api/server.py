@@ -24,7 +24,7 @@ def build(settings: Settings):  # type: ignore[no-untyped-def]
 
     security = setup(settings)
     inference = InferenceService.from_settings(settings)
-    return create_app(settings, inference, security)
+    return create_app(settings, inference, security, owns_security=True)
 
 
 # After the drain bound, streams still open get their error event and end: this much longer for that.

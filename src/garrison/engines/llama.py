@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 
 import llama_cpp
 
-from garrison.domain import GenerationDone, GenerationEvent, GenerationRequest
+from garrison.domain import GenerationDone, GenerationEvent, GenerationRequest, GenerationStarted
 from garrison.engines import cpu
 from garrison.engines.base import Embedder, Engine
 from garrison.engines.cpu import default_threads
+from garrison.engines.gguf import GgufModel, gguf_of
 from garrison.engines.prompt import build_prompt
 from garrison.engines.sampling import build_sampler, json_grammar, sampling_seed
 from garrison.engines.scheduler import BatchScheduler, DecodeLoop, Sequence
@@ -47,13 +48,19 @@ PROMPT_ROWS_PER_STEP = 63
 def create_engines(models: list[ModelInfo], settings: Settings) -> dict[str, Engine | Embedder]:
     """One engine per GGUF model; a single decode thread steps them all, so two never decode at once."""
     loop = DecodeLoop()
-    return {m.id: LlamaEngine(m, settings, loop) for m in models if m.kind == "generate"}
+    engines: dict[str, Engine | Embedder] = {}
+    for model in models:
+        gguf = gguf_of(model)
+        if gguf is None:
+            raise ConfigError(f"model '{model.id}' is no GGUF model; the llama engine cannot serve it")
+        engines[model.id] = LlamaEngine(gguf, settings, loop)
+    return engines
 
 
 class LlamaEngine:
     """Serves one GGUF model: many concurrent sequences batched into each llama.cpp decode step."""
 
-    def __init__(self, info: ModelInfo, settings: Settings, loop: DecodeLoop) -> None:
+    def __init__(self, info: GgufModel, settings: Settings, loop: DecodeLoop) -> None:
         engine = settings.engine
         n_slots = engine.max_concurrent_sequences
         if not 1 <= n_slots <= MAX_SEQUENCES:
@@ -169,6 +176,8 @@ class LlamaEngine:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Queue the request for the batch; closing this iterator cancels it and frees its slot."""
+        if self._closed:
+            raise EngineUnavailable(f"the engine of '{self.info.id}' is shut down")
         prompt, template_stops = build_prompt(self.info, request)
         tokens = await asyncio.to_thread(self.tokenize, prompt, add_bos=not request.is_chat)
         if not tokens:
@@ -196,6 +205,7 @@ class LlamaEngine:
             sampler.close()
             raise
         try:
+            yield GenerationStarted(prompt_tokens=len(tokens))
             while True:
                 event = await seq.queue.get()
                 if isinstance(event, BaseException):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from garrison.domain import ChatMessage, GenerationRequest
+from garrison.engines.gguf import GgufModel
 from garrison.errors import InvalidRequest
-from garrison.registry import ModelInfo
 
 # ChatML: used only when a GGUF carries no template at all.
 _FALLBACK_TEMPLATE = (
@@ -14,7 +14,7 @@ _FALLBACK_TEMPLATE = (
 )
 
 
-def render_chat(info: ModelInfo, messages: list[ChatMessage]) -> tuple[str, list[str]]:
+def render_chat(info: GgufModel, messages: list[ChatMessage]) -> tuple[str, list[str]]:
     """Render messages through the model's Jinja chat template; returns (prompt, template stop strings)."""
     from jinja2.exceptions import TemplateError
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -33,7 +33,7 @@ def render_chat(info: ModelInfo, messages: list[ChatMessage]) -> tuple[str, list
     return result.prompt, [s for s in stops if s]
 
 
-def build_prompt(info: ModelInfo, request: GenerationRequest) -> tuple[str, list[str]]:
+def build_prompt(info: GgufModel, request: GenerationRequest) -> tuple[str, list[str]]:
     """The exact text to tokenize for a request, plus stop strings the template implies."""
     if request.messages is not None:
         return render_chat(info, request.messages)
