@@ -120,6 +120,9 @@ def _models(settings: Settings, report: Report) -> list[dict[str, Any]]:
             report.problems.append(f"the embedded model is missing: {exc}")
     rows = []
     for config in configs:
+        if config.path is None:  # an upstream engine's model: no local file to check
+            rows.append({"id": config.id, "path": None, "digest": "no local file"})
+            continue
         path = config.path.expanduser()
         row: dict[str, Any] = {"id": config.id, "path": str(path), "pinned": bool(config.sha256)}
         if not path.is_file():
