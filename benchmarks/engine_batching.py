@@ -496,6 +496,7 @@ def write_doc(table: str) -> None:
 
 
 def main() -> None:
+    global OUTPUT_TOKENS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--levels", default="1,2,4,8,16")
@@ -505,7 +506,6 @@ def main() -> None:
     parser.add_argument("--no-llama-server", action="store_true", help="Skip llama.cpp's own llama-server.")
     parser.add_argument("--output-tokens", type=int, default=OUTPUT_TOKENS)
     args = parser.parse_args()
-    global OUTPUT_TOKENS
     OUTPUT_TOKENS = args.output_tokens
     levels = [int(x) for x in args.levels.split(",")]
     # c=1 and c=8 back to back in every round, so drift on a shared machine hits both alike
