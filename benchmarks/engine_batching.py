@@ -121,7 +121,10 @@ async def run_level(url: str, bodies: list[dict[str, Any]], concurrency: int) ->
     queue = list(reversed(bodies))
     records: list[dict[str, Any]] = []
     timeout = aiohttp.ClientTimeout(total=900)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
+    # one connection per request: llama-server closes idle kept-alive connections, and a request written to
+    # one it had closed fails; a fresh loopback connection costs every server the same ~0.1 ms
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
         async def worker() -> None:
             while queue:
@@ -170,7 +173,8 @@ def level_bodies(prompts: Prompts, n: int) -> list[dict[str, Any]]:
 async def prefix_reuse(url: str, prompts: Prompts, repeats: int = 3) -> dict[str, Any]:
     """TTFT of a request after another that shares a ~PREFIX_TOKENS prefix, against the first's TTFT."""
     ratios, cold, warm = [], [], []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600), connector=connector) as session:
         for _ in range(repeats):
             prefix = prompts.text(PREFIX_TOKENS, lead=f"Reference {uuid.uuid4().hex[:8]}: ")
             timings = []
