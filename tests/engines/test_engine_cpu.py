@@ -57,9 +57,13 @@ def test_repack_plan_names_only_tensors_cpu_repack_takes() -> None:
 def test_forced_amx_with_extra_buffers_on_probes_and_falls_back_when_the_probe_crashes(monkeypatch) -> None:
     """An AMX build asked for `on` runs a real probe child first; a crashing one means `repack`."""
     info = type("Info", (), {"id": "smollm2", "path": embedded_model_path()})()
+    real_amx = "AMX" in cpu.extra_buffer_types()
     monkeypatch.setattr(cpu, "extra_buffer_types", lambda: ["AMX", "CPU_REPACK"])
-    survived = cpu.choose_buffers(info, "on", threads=2)  # the real probe: no AMX here, so it passes
-    assert survived.mode == "on" and survived.use_extra_bufts
+    survived = cpu.choose_buffers(info, "on", threads=2)  # the real probe child
+    if real_amx:  # on a real AMX machine the probe may crash: then garrison must not take that path
+        assert survived.mode in ("on", "repack")
+    else:  # no AMX kernels here: the probe passes and "on" stands
+        assert survived.mode == "on" and survived.use_extra_bufts
 
     def crashing_probe(path: Path, mode: str, threads: int) -> cpu.ProbeResult:
         assert mode == "on"
@@ -73,8 +77,12 @@ def test_forced_amx_with_extra_buffers_on_probes_and_falls_back_when_the_probe_c
 
 @pytest.mark.model
 def test_probe_decodes_in_each_mode() -> None:
+    amx = "AMX" in cpu.extra_buffer_types()
     for mode in ("on", "repack", "off"):
         result = cpu.run_probe(embedded_model_path(), mode, threads=2, tokens=4)
+        if mode == "on" and amx and not result.ok:  # the known AMX crash, reported by the child, not suffered
+            assert "crashed" in result.detail
+            continue
         assert result.ok, result.detail
         assert result.decode_tok_s > 0 and result.prefill_tok_s > 0
         assert result.buffer_types  # e.g. {"CPU_Mapped": 92.1}
