@@ -51,7 +51,11 @@ class ModelConfig(BaseModel):
 class EngineSettings(BaseModel):
     """How the embedded llama.cpp engine runs."""
 
-    threads: int | None = Field(default=None, description="CPU threads for decoding (default: all cores).")
+    threads: int | None = Field(
+        default=None, ge=1,
+        description="CPU threads of llama.cpp for every step (default: half the usable cores for one-token steps, "
+        "all of them for prompt batches; see docs/engine.md).",
+    )
     cpu_extra_buffers: Literal["auto", "on", "repack", "off"] = Field(
         default="auto",
         description="llama.cpp's repacked weight buffers: 'on' (all, AMX included), 'repack' (CPU_REPACK but "

@@ -69,7 +69,8 @@ class LlamaEngine:
         llama_cpp.llama_backend_init()
         self.info = info
         load_started = time.perf_counter_ns()
-        threads = engine.threads or default_threads()
+        threads = engine.threads or default_threads()  # prompt batches
+        decode_threads = engine.threads or cpu.default_decode_threads()  # one-token steps
         self.buffers = cpu.choose_buffers(info, engine.cpu_extra_buffers, threads)
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = info.n_gpu_layers
@@ -90,7 +91,7 @@ class LlamaEngine:
         ctx_params.n_batch = n_batch
         ctx_params.n_ubatch = n_batch
         ctx_params.n_seq_max = n_slots
-        ctx_params.n_threads = threads
+        ctx_params.n_threads = decode_threads  # llama.cpp uses it for single-token batches
         ctx_params.n_threads_batch = threads
         ctx_params.kv_unified = False  # one stream per sequence: see kvcache.py
         ctx_params.no_perf = True
@@ -118,8 +119,8 @@ class LlamaEngine:
         self._loop = loop
         self._closed = False
         loop.attach(self._scheduler)
-        log.info("llama engine %s: %d slots x %d tokens, batch %d, %d threads, extra buffers %s (%s)",
-                 info.id, n_slots, info.context_length, n_batch, threads, self.buffers.mode,
+        log.info("llama engine %s: %d slots x %d tokens, batch %d, %d/%d threads (decode/batch), extra buffers "
+                 "%s (%s)", info.id, n_slots, info.context_length, n_batch, decode_threads, threads, self.buffers.mode,
                  ", ".join(f"{k} {v:.0f} MiB" for k, v in self.buffer_types.items()) or "-")
 
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
