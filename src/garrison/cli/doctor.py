@@ -34,7 +34,7 @@ def _print(data: dict) -> None:  # type: ignore[type-arg]
     lines = [
         f"CPU         {cpu['model']} ({cpu['cores']} usable cores)",
         f"features    {' '.join(cpu['features']) or '-'}{'  (AMX)' if cpu['amx'] else ''}",
-        f"threads     {cpu['threads']} ({cpu['threads_source']})",
+        f"threads     {cpu['decode_threads']} decoding, {cpu['threads']} for prompts ({cpu['threads_source']})",
         f"memory      {(memory['total_bytes'] or 0) / gib:.1f} GiB total, "
         f"{(memory['available_bytes'] or 0) / gib:.1f} GiB available",
         f"llama.cpp   llama-cpp-python {llama['version']}; extra buffer types: "

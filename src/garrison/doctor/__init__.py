@@ -54,6 +54,7 @@ def _cpu(settings: Settings) -> dict[str, Any]:
     info = cpu.cpu_info()
     return {"model": info.model, "cores": info.cores, "features": info.simd, "amx": info.has_amx,
             "threads": settings.engine.threads or cpu.default_threads(),
+            "decode_threads": settings.engine.threads or cpu.default_decode_threads(),
             "threads_source": "engine.threads" if settings.engine.threads else "default (usable cores)"}
 
 
