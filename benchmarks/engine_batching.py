@@ -509,6 +509,8 @@ def main() -> None:
     parser.add_argument("--child", choices=["direct", "engine"])
     parser.add_argument("--no-llama-server", action="store_true", help="Skip llama.cpp's own llama-server.")
     parser.add_argument("--output-tokens", type=int, default=OUTPUT_TOKENS)
+    parser.add_argument("--garrison-default-threads", action="store_true",
+                        help="Serve garrison with its own thread defaults instead of --threads.")
     args = parser.parse_args()
     OUTPUT_TOKENS = args.output_tokens
     levels = [int(x) for x in args.levels.split(",")]
@@ -534,6 +536,7 @@ def main() -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "load_avg_before": round(os.getloadavg()[0], 2)},
         "model": f"{model_path.name} ({size_mb:.0f} MB)", "threads": args.threads,
+        "garrison_threads": "defaults" if args.garrison_default_threads else args.threads,
         "llama_cpp_python": llama_cpp_version, "prompt_tokens": PROMPT_TOKENS, "output_tokens": OUTPUT_TOKENS,
         "bandwidth_ceiling_tok_s": round(BANDWIDTH_GBS * 1e3 / size_mb, 1), "rounds": args.rounds,
     }
@@ -546,7 +549,8 @@ def main() -> None:
     commands = {
         "garrison": lambda port: [
             sys.executable, "-m", "garrison", "serve", "--no-auth", "--host", "127.0.0.1",
-            "--port", str(port), "--threads", str(args.threads), "--context-length", str(CONTEXT),
+            "--port", str(port), *([] if args.garrison_default_threads else ["--threads", str(args.threads)]),
+            "--context-length", str(CONTEXT),
             "--no-embeddings", "--home", str(logs / "home")],
         "llama_cpp_server": lambda port: [
             sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", MODEL,
