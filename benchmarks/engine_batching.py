@@ -4,6 +4,8 @@ One run, one machine, one model (the embedded SmolLM2-135M Q4_1), one thread cou
   direct            llama-cpp-python `Llama.generate` in a child process: the per-stream ceiling
   garrison          `garrison serve --no-auth --threads T` at each concurrency (closed loop, streaming)
   llama_cpp.server  `python -m llama_cpp.server --n_threads T --n_threads_batch T --interrupt_requests False`
+  llama-server      llama.cpp's own server (`--parallel 8`), built once by this script from the llama.cpp
+                    vendored in the installed llama-cpp-python's sdist (cached under ~/.cache/garrison-bench)
   engine profile    garrison's engine in a child process without HTTP, with its decode-thread time split
   prefix reuse      time to first token of a request sharing a ~1,000-token prefix with the one before
 The servers alternate for `--rounds` rounds (each round runs every concurrency, c=1 and c=8 back to
@@ -119,7 +121,10 @@ async def run_level(url: str, bodies: list[dict[str, Any]], concurrency: int) ->
     queue = list(reversed(bodies))
     records: list[dict[str, Any]] = []
     timeout = aiohttp.ClientTimeout(total=900)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
+    # one connection per request: llama-server closes idle kept-alive connections, and a request written to
+    # one it had closed fails; a fresh loopback connection costs every server the same ~0.1 ms
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
         async def worker() -> None:
             while queue:
@@ -168,7 +173,8 @@ def level_bodies(prompts: Prompts, n: int) -> list[dict[str, Any]]:
 async def prefix_reuse(url: str, prompts: Prompts, repeats: int = 3) -> dict[str, Any]:
     """TTFT of a request after another that shares a ~PREFIX_TOKENS prefix, against the first's TTFT."""
     ratios, cold, warm = [], [], []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600), connector=connector) as session:
         for _ in range(repeats):
             prefix = prompts.text(PREFIX_TOKENS, lead=f"Reference {uuid.uuid4().hex[:8]}: ")
             timings = []
@@ -184,6 +190,40 @@ async def prefix_reuse(url: str, prompts: Prompts, repeats: int = 3) -> dict[str
     return {"prefix_tokens": PREFIX_TOKENS, "ttft_first_ms": [round(t, 1) for t in cold],
             "ttft_second_ms": [round(t, 1) for t in warm],
             "speedup_median": round(statistics.median(ratios), 2)}
+
+
+# -- llama-server, built from the llama.cpp vendored in the installed llama-cpp-python's sdist ---------------
+
+CACHE = Path(os.environ.get("GARRISON_BENCH_CACHE", Path.home() / ".cache" / "garrison-bench"))
+
+
+def ensure_llama_server(version: str) -> Path:
+    """llama.cpp's own `llama-server`, built once (niced, 2 jobs) from the same source as the engine; cached.
+
+    The sdist comes from the package index with pip (the benchmark's setup, never garrison at run time);
+    the build uses the wheel's options (native, OpenMP), so both servers run the same kernels.
+    """
+    root = CACHE / f"llama-cpp-python-{version}"
+    binary = root / "build" / "bin" / "llama-server"
+    if binary.exists():
+        return binary
+    root.mkdir(parents=True, exist_ok=True)
+    source = root / f"llama_cpp_python-{version}"
+    if not source.exists():
+        archive = root / f"llama_cpp_python-{version}.tar.gz"
+        if not archive.exists():
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                            f"llama-cpp-python=={version}", "-d", str(root)], check=True)
+        subprocess.run(["tar", "xzf", str(archive), "-C", str(root)], check=True)
+    build = root / "build"
+    configure = ["cmake", "-S", str(source / "vendor" / "llama.cpp"), "-B", str(build), "-G", "Ninja",
+                 "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DLLAMA_BUILD_SERVER=ON",
+                 "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_CURL=OFF",
+                 "-DLLAMA_OPENSSL=OFF", "-DBUILD_SHARED_LIBS=OFF"]
+    subprocess.run(["nice", "-n", "19", *configure], check=True)
+    subprocess.run(["nice", "-n", "19", "cmake", "--build", str(build), "-j", "2", "--target", "llama-server"],
+                   check=True)
+    return binary
 
 
 # -- servers -------------------------------------------------------------------------------------------
@@ -356,7 +396,7 @@ def child_engine(threads: int, levels: list[int]) -> dict[str, Any]:
 
 def run_child(kind: str, threads: int, levels: list[int]) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", kind, "--threads", str(threads),
-               "--levels", ",".join(map(str, levels))]
+               "--levels", ",".join(map(str, levels)), "--output-tokens", str(OUTPUT_TOKENS)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -379,6 +419,21 @@ def targets(r: dict[str, Any]) -> dict[str, Any]:
                                 "met": r["prefix"]["garrison"]["speedup_median"] >= 5},
         "direct_decode_vs_bandwidth_ceiling": {
             "value": round(d["decode_tok_s"] / r["bandwidth_ceiling_tok_s"], 2), "target": "report"},
+        **_versus_llama_server(g, r.get("llama_server")),
+    }
+
+
+def _versus_llama_server(g: dict[str, Any], ls: dict[str, Any] | None) -> dict[str, Any]:
+    """garrison against llama.cpp's own server: c1 ITL and TTFT (lower wins), c8 throughput (higher wins)."""
+    if not ls:
+        return {}
+    itl = (g["1"]["itl_ms"]["p50"], ls["1"]["itl_ms"]["p50"])
+    ttft = (g["1"]["ttft_ms"]["p50"], ls["1"]["ttft_ms"]["p50"])
+    c8 = (g["8"]["throughput_tok_s"], ls["8"]["throughput_tok_s"])
+    return {
+        "c1_itl_p50_ms_vs_llama_server": {"value": list(itl), "target": "garrison <=", "met": itl[0] <= itl[1]},
+        "c1_ttft_p50_ms_vs_llama_server": {"value": list(ttft), "target": "garrison <=", "met": ttft[0] <= ttft[1]},
+        "c8_tok_s_vs_llama_server": {"value": list(c8), "target": "garrison >=", "met": c8[0] >= c8[1]},
     }
 
 
@@ -393,8 +448,9 @@ def markdown(r: dict[str, Any]) -> str:
         "| server | concurrency | aggregate tok/s (rounds) | TTFT p50 / p99 ms | ITL p50 / p99 ms |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, key in (("garrison", "garrison"), ("llama_cpp.server", "llama_cpp_server")):
-        for c, row in r[key].items():
+    for name, key in (("garrison", "garrison"), ("llama-server", "llama_server"),
+                      ("llama_cpp.server", "llama_cpp_server")):
+        for c, row in r.get(key, {}).items():
             rounds = ", ".join(map(str, row["throughput_per_round"]))
             lines.append(f"| {name} | {c} | {row['throughput_tok_s']} ({rounds}) | {row['ttft_ms']['p50']} / "
                          f"{row['ttft_ms']['p99']} | {row['itl_ms']['p50']} / {row['itl_ms']['p99']} |")
@@ -407,6 +463,9 @@ def markdown(r: dict[str, Any]) -> str:
         met = "-" if "met" not in t else "yes" if t["met"] else "no"
         lines.append(f"| {name} | {value} | {t['target']} | {met} |")
     p, q = r["prefix"]["garrison"], r["prefix"]["llama_cpp_server"]
+    if "llama_server" in r["prefix"]:
+        lines.append(f"| prefix reuse speedup, llama-server | {r['prefix']['llama_server']['speedup_median']} | "
+                     "report | - |")
     lines += ["", f"Prefix reuse ({PREFIX_TOKENS}-token shared prefix, median of {len(p['ttft_first_ms'])}): "
               f"garrison first request TTFT {statistics.median(p['ttft_first_ms'])} ms, second "
               f"{statistics.median(p['ttft_second_ms'])} ms ({p['speedup_median']}x); "
@@ -441,13 +500,19 @@ def write_doc(table: str) -> None:
 
 
 def main() -> None:
+    global OUTPUT_TOKENS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--levels", default="1,2,4,8,16")
     parser.add_argument("--requests-per-worker", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--child", choices=["direct", "engine"])
+    parser.add_argument("--no-llama-server", action="store_true", help="Skip llama.cpp's own llama-server.")
+    parser.add_argument("--output-tokens", type=int, default=OUTPUT_TOKENS)
+    parser.add_argument("--garrison-default-threads", action="store_true",
+                        help="Serve garrison with its own thread defaults instead of --threads.")
     args = parser.parse_args()
+    OUTPUT_TOKENS = args.output_tokens
     levels = [int(x) for x in args.levels.split(",")]
     # c=1 and c=8 back to back in every round, so drift on a shared machine hits both alike
     order = sorted(levels, key=lambda c: (c not in (1, 8), c))
@@ -471,6 +536,7 @@ def main() -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "load_avg_before": round(os.getloadavg()[0], 2)},
         "model": f"{model_path.name} ({size_mb:.0f} MB)", "threads": args.threads,
+        "garrison_threads": "defaults" if args.garrison_default_threads else args.threads,
         "llama_cpp_python": llama_cpp_version, "prompt_tokens": PROMPT_TOKENS, "output_tokens": OUTPUT_TOKENS,
         "bandwidth_ceiling_tok_s": round(BANDWIDTH_GBS * 1e3 / size_mb, 1), "rounds": args.rounds,
     }
@@ -483,14 +549,22 @@ def main() -> None:
     commands = {
         "garrison": lambda port: [
             sys.executable, "-m", "garrison", "serve", "--no-auth", "--host", "127.0.0.1",
-            "--port", str(port), "--threads", str(args.threads), "--context-length", str(CONTEXT),
+            "--port", str(port), *([] if args.garrison_default_threads else ["--threads", str(args.threads)]),
+            "--context-length", str(CONTEXT),
             "--no-embeddings", "--home", str(logs / "home")],
         "llama_cpp_server": lambda port: [
             sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", MODEL,
             "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(args.threads),
             "--n_threads_batch", str(args.threads), "--n_ctx", str(CONTEXT), "--interrupt_requests", "False"],
     }
-    ready = {"garrison": "/health", "llama_cpp_server": "/v1/models"}
+    if not args.no_llama_server:
+        print("llama-server (built once, cached) ...", flush=True)
+        binary = ensure_llama_server(llama_cpp_version)
+        commands["llama_server"] = lambda port: [
+            str(binary), "--model", str(model_path), "--alias", MODEL, "--host", "127.0.0.1", "--port", str(port),
+            "--threads", str(args.threads), "--threads-batch", str(args.threads), "--parallel", "8",
+            "--ctx-size", str(CONTEXT * 8), "--no-webui"]
+    ready = {"garrison": "/health", "llama_cpp_server": "/v1/models", "llama_server": "/health"}
     samples: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name in commands}
     r["prefix"] = {}
     for round_no in range(args.rounds):

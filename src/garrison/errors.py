@@ -143,6 +143,14 @@ class EngineError(GarrisonError):
     """A genuine internal fault inside an engine (500, logged with its traceback)."""
 
 
+class EngineUnavailable(GarrisonError):
+    """The engine cannot take requests right now: its decode loop is down or recovering (503)."""
+
+    status = 503
+    type = "server_overloaded"
+    code = "engine_unavailable"
+
+
 class AuditWriteError(GarrisonError):
     """The audit record could not be made durable, so the request fails closed (500)."""
 

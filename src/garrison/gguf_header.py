@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import mmap
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class GgufHeader:
 
     metadata: dict[str, Any]
     tensors: list[tuple[str, int, int]]  # (name, elements, bytes)
+    layout: list[tuple[str, int, list[int]]] = field(default_factory=list)  # (name, ggml type, dims)
 
 
 class _Cursor:
@@ -119,7 +120,7 @@ def read_header(path: Path, *, strings: frozenset[str] = frozenset()) -> GgufHea
         for _ in range(n_kv):
             key = cur.string()
             metadata[key] = cur.value(cur.unpack("<I"), strings=key in strings)
-        tensors = []
+        tensors, layout = [], []
         for _ in range(n_tensors):
             name = cur.string()
             dims = [cur.unpack("<Q") for _ in range(cur.unpack("<I"))]
@@ -130,4 +131,5 @@ def read_header(path: Path, *, strings: frozenset[str] = frozenset()) -> GgufHea
                 elements *= dim
             block, size = gguf.GGML_QUANT_SIZES[kind]
             tensors.append((name, elements, elements // block * size))
-    return GgufHeader(metadata, tensors)
+            layout.append((name, int(kind), dims))
+    return GgufHeader(metadata, tensors, layout)

@@ -87,6 +87,13 @@ class InferenceService:
         stages = guard_stages(settings, lambda model_id: model_trust(registry.get(model_id)))
         return cls(registry, built, settings, security=security, stages=stages)
 
+    def abort(self, error: GarrisonError) -> None:
+        """Fail every running and queued generation now, each with `error` (a shutdown's drain bound passed)."""
+        for engine in self._engines.values():
+            abort = getattr(engine, "abort", None)
+            if abort is not None:
+                abort(error)
+
     def attach_security(self, security: Security | None) -> None:
         """Check keys, quotas and audit against `security` (None: everything allowed, nothing recorded)."""
         self.ledger = Ledger(security)

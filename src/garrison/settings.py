@@ -57,7 +57,16 @@ class ModelConfig(BaseModel):
 class EngineSettings(BaseModel):
     """How the embedded llama.cpp engine runs."""
 
-    threads: int | None = Field(default=None, description="CPU threads for decoding (default: all cores).")
+    threads: int | None = Field(
+        default=None, ge=1,
+        description="CPU threads of llama.cpp for every step (default: half the usable cores for one-token steps, "
+        "all of them for prompt batches; see docs/engine.md).",
+    )
+    cpu_extra_buffers: Literal["auto", "on", "repack", "off"] = Field(
+        default="auto",
+        description="llama.cpp's repacked weight buffers: 'on' (all, AMX included), 'repack' (CPU_REPACK but "
+        "never AMX), 'off' (plain CPU buffers), 'auto' ('repack' on an AMX build, else 'on'). See docs/engine.md.",
+    )
     context_length: int = Field(default=4096, description="Default context window per sequence, in tokens.")
     max_concurrent_sequences: int = Field(
         default=8, description="Sequences decoded together in one batch (KV cache slots)."
@@ -324,6 +333,10 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(default="text", description="Log line format.")
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
+    )
+    shutdown_drain_s: float = Field(
+        default=30.0, ge=0,
+        description="On SIGTERM/Ctrl-C, seconds in-flight requests may take to finish; then they end with an error.",
     )
     default_model: bool = Field(
         default=True, description="Serve the embedded SmolLM2-135M-Instruct in addition to [[models]]."

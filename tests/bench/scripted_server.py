@@ -3,7 +3,9 @@
 # The model id is the script: `ttft=300,itl=20,jitter=4,tokens=16` (ms, ms, +/- ms uniform, chunks), and
 # optionally `per_chunk=K` (tokens per chunk, reported through usage), `usage=0` (never send usage),
 # `status=503` (fail with that HTTP status), `fail_after=N` (an error event after N chunks) or
-# `drop_after=N` (close the socket after N chunks). POST /v1/chat/completions streams SSE, POST /api/chat
+# `drop_after=N` (close the socket after N chunks) or `stale=1` (answer one request per connection, keep it
+# open as if kept alive, then close it on reading the next request, unanswered: a keep-alive connection the
+# server had closed, as llama-server does). POST /v1/chat/completions streams SSE, POST /api/chat
 # streams Ollama NDJSON. GET /truth returns what was sent and when; POST /reset clears it.
 #
 # The truth is taken so that a busy machine cannot blur it: one thread per connection, and the moment a
@@ -56,6 +58,7 @@ class Connection:
         self.sock = sock
         self.buffer = b""
         self.arrived = 0.0
+        self.answered = 0
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -124,6 +127,12 @@ class Connection:
         model = str(body.get("model", ""))
         script = parse_script(model)
         ollama = path == "/api/chat"
+        if script.get("stale") and self.answered:
+            with LOCK:
+                TRUTH.append({"path": path, "body": body, "dropped": True, "received": arrived, "writes": []})
+            self.sock.close()
+            return False
+        self.answered += 1
         status = int(script.get("status", 200))
         if status != 200:
             message = json.dumps({"error": {"message": f"scripted {status}"}}).encode()

@@ -156,3 +156,23 @@ def test_warmup_requests_are_not_counted(
     s = summary(run(scripted_server, warmup=3, requests=2))
     assert s["completed"] == 2
     assert len(truth()) == 5
+
+
+def test_requests_on_kept_alive_connections_the_server_closed_are_resent(scripted_server, truth) -> None:
+    """A server that closes idle keep-alive connections (llama-server) loses no request: each one whose
+    reused connection turns out closed, before any response byte, goes again on a fresh connection."""
+    results = run(scripted_server, model=f"{FAST},stale=1", concurrency=(1,), requests=6)
+    level = summary(results)
+    assert level["completed"] == 6, level
+    assert level.get("errors", {}) == {}
+    sent = truth()
+    dropped = [r for r in sent if r.get("dropped")]
+    answered = [r for r in sent if not r.get("dropped")]
+    assert len(answered) == 6
+    assert dropped  # the script really closed reused connections: the resend is what saved those requests
+
+
+def test_a_server_that_drops_a_fresh_connection_still_counts_as_a_failure(scripted_server) -> None:
+    """Only stale kept-alive connections are retried: a server that cuts a stream is the server's failure."""
+    results = run(scripted_server, model="ttft=5,itl=1,tokens=4,drop_after=0", concurrency=(1,), requests=2)
+    assert summary(results)["completed"] == 0

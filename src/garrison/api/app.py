@@ -14,6 +14,7 @@ from garrison import __version__
 from garrison.api import admin, health, metrics
 from garrison.api import documents as documents_api
 from garrison.api.access import RequestContextMiddleware
+from garrison.api.disconnect import CancelOnDisconnect
 from garrison.api.errors import install_error_handlers
 from garrison.api.limits import BodyLimitMiddleware
 from garrison.api.ollama import router as ollama_router
@@ -23,7 +24,7 @@ from garrison.security import Security
 from garrison.service import InferenceService
 from garrison.settings import Settings
 
-log = logging.getLogger("garrison.documents")
+log = logging.getLogger(__name__)
 
 _UPLOAD_SLACK = 256 * 1024  # multipart framing around an uploaded file
 
@@ -33,15 +34,28 @@ def create_app(
     inference: InferenceService,
     security: Security | None = None,
     documents: Library | None = None,
+    *,
+    owns_security: bool = False,
 ) -> FastAPI:
-    """Build the HTTP app over a loaded inference service; `security` None serves without auth or audit."""
+    """Build the HTTP app over a loaded inference service; `security` None serves without auth or audit.
+
+    On shutdown the lifespan closes the engines, and the store too when the app owns it (`build()` does).
+    """
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """Start engines' background work and document re-sync; on shutdown close engines, then the store."""
         await inference.startup()
-        async with _resyncing(documents, security):
-            yield
-        await inference.aclose()
+        try:
+            async with _resyncing(documents, security):
+                yield
+        finally:
+            try:
+                await inference.aclose()
+            except Exception:  # noqa: BLE001 - the store must still be closed
+                log.exception("closing the engines failed")
+            if security is not None and owns_security:
+                security.close()
 
     inference.attach_security(security)
     app = FastAPI(
@@ -70,6 +84,7 @@ def create_app(
 
         mount_console(app, settings, security, inference)
     uploads = {"/v1/documents": max(settings.max_body_bytes, settings.documents.max_file_bytes + _UPLOAD_SLACK)}
+    app.add_middleware(CancelOnDisconnect)  # innermost: a client gone before its response cancels the handler
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, per_path=uploads)
     app.add_middleware(RequestContextMiddleware)  # outermost: every response gets an id and an audit record
     return app

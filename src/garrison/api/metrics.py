@@ -36,6 +36,10 @@ _ENGINE_METRICS: dict[str, tuple[str, str, bool]] = {
         "garrison_engine_prefix_cache_tokens", "Prompt tokens taken from the prefix cache.", True
     ),
     "decode_steps_total": ("garrison_engine_decode_steps", "Decode steps run.", True),
+    "healthy": ("garrison_engine_healthy", "1 while the engine's decode loop serves, 0 while it cannot.", False),
+    "loop_restarts_total": (
+        "garrison_engine_loop_restarts", "Decode steps that failed (their requests failed, the loop went on).", True
+    ),
 }
 _SECONDS: dict[str, tuple[str, str]] = {
     "step_ns_total": ("garrison_engine_step_seconds", "Decode-thread time in scheduling steps."),

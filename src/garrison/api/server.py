@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import signal
 import socket
 import threading
 import time
@@ -22,7 +25,11 @@ def build(settings: Settings):  # type: ignore[no-untyped-def]
 
     security = setup(settings)
     inference = InferenceService.from_settings(settings)
-    return create_app(settings, inference, security, attach_documents(settings, inference))
+    return create_app(settings, inference, security, attach_documents(settings, inference), owns_security=True)
+
+
+# After the drain bound, streams still open get their error event and end: this much longer for that.
+_ABORT_GRACE_S = 5.0
 
 
 def uvicorn_config(app, settings: Settings, sock_port: int | None = None) -> uvicorn.Config:  # type: ignore[no-untyped-def]
@@ -32,8 +39,47 @@ def uvicorn_config(app, settings: Settings, sock_port: int | None = None) -> uvi
         port=settings.port if sock_port is None else sock_port,
         log_level=settings.log_level,
         access_log=False,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=int(settings.shutdown_drain_s + _ABORT_GRACE_S + 0.999),
     )
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn that drains on shutdown: no new connections, in-flight requests get `shutdown_drain_s` to
+    finish, then every generation still running ends with a clear error (503 `engine_unavailable`), and the
+    lifespan closes the engines and the store."""
+
+    def __init__(self, config: uvicorn.Config, app, drain_s: float) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(config)
+        self._app = app
+        self._drain_s = drain_s
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self._drain_s, self._abort)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            timer.cancel()
+
+    def _abort(self) -> None:
+        from garrison.errors import EngineUnavailable
+
+        logging.getLogger("garrison").warning(
+            "shutdown: requests still running after %.0f s are ended", self._drain_s)
+        self._app.state.inference.abort(EngineUnavailable("the server is shutting down"))
+
+
+def serve_forever(app, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """Serve in the foreground until SIGTERM or Ctrl-C, drain, close, and return (exit status 0)."""
+    server = DrainingServer(uvicorn_config(app, settings), app, settings.shutdown_drain_s)
+    # uvicorn re-raises the signal it caught once it has shut down; with these handlers that is a no-op
+    # instead of a KeyboardInterrupt traceback (Ctrl-C) or death by SIGTERM.
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _free_port(host: str) -> int:
@@ -47,8 +93,7 @@ def background_server(settings: Settings, app=None) -> Iterator[str]:  # type: i
     """Serve garrison in a thread on loopback (port 0 picks a free one); yields the base URL."""
     app = app if app is not None else build(settings)
     port = settings.port or _free_port(settings.host)
-    server = uvicorn.Server(uvicorn_config(app, settings, port))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = DrainingServer(uvicorn_config(app, settings, port), app, settings.shutdown_drain_s)
     thread = threading.Thread(target=server.run, name="garrison-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -60,8 +105,8 @@ def background_server(settings: Settings, app=None) -> Iterator[str]:  # type: i
         yield f"http://{settings.host}:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=settings.shutdown_drain_s + 30)
         if getattr(app.state, "security", None) is not None:
-            app.state.security.close()
+            app.state.security.close()  # the lifespan closed it already, unless the server never shut down
         if getattr(app.state, "documents", None) is not None:
             app.state.documents.close()

@@ -35,6 +35,8 @@ class RequestRecord:
     error: str | None = None
     error_detail: str = ""
     http_status: int | None = None
+    reused: bool = False  # the last attempt went out on a kept-alive connection
+    retries: int = 0  # attempts resent because a kept-alive connection turned out closed (stale)
 
     @property
     def ok(self) -> bool:
@@ -169,6 +171,29 @@ async def _on_request_written(
         record.written = True
 
 
+async def _on_connection_reused(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceConnectionReuseconnParams
+) -> None:
+    """Note that the request goes out on a kept-alive connection (the server may have closed it meanwhile)."""
+    record = getattr(context, "trace_request_ctx", None)
+    if isinstance(record, RequestRecord):
+        record.reused = True
+
+
+# A kept-alive connection the server closed while it sat idle fails the next request before any response:
+# these are the errors that shows up as (the server never answered on it).
+_STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+MAX_STALE_RETRIES = 2
+# Idle connections are dropped before common server keep-alive timeouts (llama-server, nginx: 5 s).
+KEEPALIVE_S = 4.0
+
+
+def _stale(record: RequestRecord, exc: BaseException) -> bool:
+    """A failure of a reused connection before any response byte: the server's close, not the server's answer."""
+    return (isinstance(exc, _STALE) and record.reused and record.http_status is None and not record.chunk_times
+            and record.retries < MAX_STALE_RETRIES)
+
+
 def _error_kind(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timeout"
@@ -204,10 +229,11 @@ class StreamClient:
         return self._url
 
     async def __aenter__(self) -> StreamClient:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60)
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=KEEPALIVE_S)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(30.0, self._config.timeout_s))
         tracing = aiohttp.TraceConfig()
         tracing.on_request_chunk_sent.append(_on_request_written)
+        tracing.on_connection_reuseconn.append(_on_connection_reused)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, auto_decompress=False, trace_configs=[tracing]
         )
@@ -227,7 +253,17 @@ class StreamClient:
         record.sent_at = time.perf_counter()
         try:
             async with asyncio.timeout(self._config.timeout_s):
-                await self._stream(body, record)
+                while True:
+                    try:
+                        await self._stream(body, record)
+                        break
+                    except _STALE as exc:
+                        if not _stale(record, exc):
+                            raise
+                        # resend on a fresh connection: the closed one never carried this request's answer
+                        record.retries += 1
+                        record.reused = record.written = False
+                        record.sent_at = time.perf_counter()
         except Exception as exc:  # every failure is a measurement, never a crash
             finished = record.end_at and record.error is None  # the end-of-stream marker had arrived
             if not finished:

@@ -20,7 +20,7 @@ def serve(
     home: Path = typer.Option(None, help="State directory (default ~/.garrison; env GARRISON_HOME)."),
     env: str = typer.Option(None, help="Environment served: dev, staging or prod; only its keys are accepted."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Disable API keys (refused unless bound to loopback)."),
-    threads: int = typer.Option(None, help="CPU threads for the engine (default: all cores)."),
+    threads: int = typer.Option(None, help="llama.cpp threads (default: half the cores decode, all prefill)."),
     context_length: int = typer.Option(None, "--context-length", help="Context window per sequence, tokens."),
     max_concurrent: int = typer.Option(None, "--max-concurrent", help="Sequences decoded together."),
     max_queue: int = typer.Option(None, "--max-queue", help="Requests allowed to wait; beyond it 503."),
@@ -55,9 +55,7 @@ def serve(
 
 def run(settings: Any) -> None:
     """Load everything (digest checks included), print how to connect, then serve until interrupted."""
-    import uvicorn
-
-    from garrison.api.server import build, uvicorn_config
+    from garrison.api.server import build, serve_forever
     from garrison.errors import GarrisonError
 
     settings.ensure_home()
@@ -81,7 +79,7 @@ def run(settings: Any) -> None:
     if getattr(app.state, "console", None) is not None:
         typer.echo(f"console at http://{settings.host}:{settings.port}/console  (garrison users create NAME)", err=True)
     try:
-        uvicorn.Server(uvicorn_config(app, settings)).run()
+        serve_forever(app, settings)
     finally:
         security.close()
 

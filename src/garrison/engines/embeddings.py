@@ -61,7 +61,8 @@ class OnnxEmbedder:
         return self._embed(texts)[0]
 
     async def aclose(self) -> None:
-        """Nothing to release: the ONNX session is freed with the embedder."""
+        """Release the onnxruntime session."""
+        self._session = None  # type: ignore[assignment]
 
     def count_tokens(self, texts: list[str]) -> int:
         return sum(len(e.ids) for e in self._tokenizer.encode_batch(texts))

@@ -10,20 +10,28 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 
 import llama_cpp
 
 from garrison.domain import GenerationDone, GenerationEvent, GenerationRequest, GenerationStarted
+from garrison.engines import cpu
 from garrison.engines.base import Embedder, Engine
+from garrison.engines.cpu import default_threads
 from garrison.engines.gguf import GgufModel, gguf_of
 from garrison.engines.prompt import build_prompt
 from garrison.engines.sampling import build_sampler, json_grammar, sampling_seed
 from garrison.engines.scheduler import BatchScheduler, DecodeLoop, Sequence
 from garrison.engines.text import TextStream
-from garrison.errors import ConfigError, ContextLengthExceeded, EngineError, InvalidRequest
+from garrison.errors import (
+    ConfigError,
+    ContextLengthExceeded,
+    EngineError,
+    EngineUnavailable,
+    GarrisonError,
+    InvalidRequest,
+)
 from garrison.registry import ModelInfo
 from garrison.settings import Settings
 
@@ -61,9 +69,15 @@ class LlamaEngine:
         llama_cpp.llama_backend_init()
         self.info = info
         load_started = time.perf_counter_ns()
+        threads = engine.threads or default_threads()  # prompt batches
+        decode_threads = engine.threads or cpu.default_decode_threads()  # one-token steps
+        self.buffers = cpu.choose_buffers(info, engine.cpu_extra_buffers, threads)
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = info.n_gpu_layers
-        self._model = llama_cpp.llama_model_load_from_file(str(info.path).encode(), model_params)
+        self.buffers.apply(model_params)
+        with cpu.BufferLog() as buffer_log:
+            self._model = llama_cpp.llama_model_load_from_file(str(info.path).encode(), model_params)
+        self.buffer_types = buffer_log.sizes  # e.g. {"CPU_Mapped": 98.3, "CPU_REPACK": 40.1} MiB
         if not self._model:
             raise EngineError(f"llama.cpp could not load model '{info.id}' from {info.path}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
@@ -71,14 +85,13 @@ class LlamaEngine:
         self._eog_ids = [t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
         self._bos = int(llama_cpp.llama_vocab_bos(self._vocab))
         self._pieces: dict[int, bytes] = {}
-        threads = engine.threads or os.cpu_count() or 1
         n_batch = max(min(engine.batch_size, info.context_length * n_slots), n_slots)
         ctx_params = llama_cpp.llama_context_default_params()
         ctx_params.n_ctx = info.context_length * n_slots
         ctx_params.n_batch = n_batch
         ctx_params.n_ubatch = n_batch
         ctx_params.n_seq_max = n_slots
-        ctx_params.n_threads = threads
+        ctx_params.n_threads = decode_threads  # llama.cpp uses it for single-token batches
         ctx_params.n_threads_batch = threads
         ctx_params.kv_unified = False  # one stream per sequence: see kvcache.py
         ctx_params.no_perf = True
@@ -102,9 +115,13 @@ class LlamaEngine:
             name=info.id,
         )
         self.kv_cells_total = int(llama_cpp.llama_n_ctx(self._ctx))
+        self.threads = threads
+        self._loop = loop
+        self._closed = False
         loop.attach(self._scheduler)
-        log.info("llama engine %s: %d slots x %d tokens, batch %d, %d threads",
-                 info.id, n_slots, info.context_length, n_batch, threads)
+        log.info("llama engine %s: %d slots x %d tokens, batch %d, %d/%d threads (decode/batch), extra buffers "
+                 "%s (%s)", info.id, n_slots, info.context_length, n_batch, decode_threads, threads, self.buffers.mode,
+                 ", ".join(f"{k} {v:.0f} MiB" for k, v in self.buffer_types.items()) or "-")
 
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
         """Token ids of `text`, special tokens parsed (chat templates spell them out)."""
@@ -134,16 +151,34 @@ class LlamaEngine:
 
     def metrics(self) -> dict[str, int]:
         """Running and waiting sequences, token totals, KV cells in use and prefix-cache hits."""
-        return {**self._scheduler.metrics(), "kv_cells_total": self.kv_cells_total}
+        return {**self._scheduler.metrics(), "kv_cells_total": self.kv_cells_total,
+                "healthy": int(self.failure() is None), "loop_restarts_total": self._loop.restarts}
+
+    def failure(self) -> str | None:
+        """Why this engine cannot serve right now (its decode loop is down or recovering), else None."""
+        if self._closed:
+            return "the engine is closed"
+        return self._loop.failure()
+
+    def abort(self, error: GarrisonError) -> None:
+        """Fail every running and queued request with `error` before the next step (shutdown past its drain)."""
+        self._scheduler.abort(error)
 
     async def aclose(self) -> None:
-        """Refuse new work; the decode thread owns the llama.cpp context until the process exits."""
+        """Fail what is still running, stop the decode thread (with the last engine), free context and model."""
+        if self._closed:
+            return
         self._closed = True
+        await asyncio.to_thread(self._loop.detach, self._scheduler)
+        self._scheduler.close(EngineUnavailable("the server is shutting down"))
+        llama_cpp.llama_free(self._ctx)
+        llama_cpp.llama_model_free(self._model)
+        self._ctx = self._model = None
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Queue the request for the batch; closing this iterator cancels it and frees its slot."""
-        if getattr(self, "_closed", False):
-            raise EngineError(f"the engine of '{self.info.id}' is shut down")
+        if self._closed:
+            raise EngineUnavailable(f"the engine of '{self.info.id}' is shut down")
         prompt, template_stops = build_prompt(self.info, request)
         tokens = await asyncio.to_thread(self.tokenize, prompt, add_bos=not request.is_chat)
         if not tokens:
@@ -167,8 +202,12 @@ class LlamaEngine:
         )
         # The counted prompt goes out before any decode work: a consumer that refuses it (a quota too small
         # for it) closes the stream here, and nothing was prefilled.
-        yield GenerationStarted(prompt_tokens=len(tokens))
-        self._scheduler.submit(seq)
+        try:
+            yield GenerationStarted(prompt_tokens=len(tokens))
+            self._scheduler.submit(seq)
+        except BaseException:
+            sampler.close()
+            raise
         try:
             while True:
                 event = await seq.queue.get()

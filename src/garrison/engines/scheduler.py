@@ -25,7 +25,7 @@ from garrison.domain import FinishReason, GenerationDone, GenerationEvent, Timin
 from garrison.engines.kvcache import Slot, SlotTable
 from garrison.engines.sampling import SamplerChain
 from garrison.engines.text import TextStream
-from garrison.errors import EngineError
+from garrison.errors import EngineError, EngineUnavailable, GarrisonError
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +116,15 @@ class BatchScheduler:
         self._dirty: list[Sequence] = []
         self.counters = Counters()
         self.wake: Callable[[], None] = lambda: None
+        self.failure: str | None = None  # set by the decode loop while this context cannot serve
+        self._abort: GarrisonError | None = None
 
     # -- called from any thread ------------------------------------------------------------------
 
     def submit(self, seq: Sequence) -> None:
-        """Queue a sequence; it is admitted FIFO as soon as a slot is free."""
+        """Queue a sequence; it is admitted FIFO as soon as a slot is free (refused while the engine is down)."""
+        if self.failure:
+            raise EngineUnavailable(f"the engine for '{self.name}' is unavailable: {self.failure}")
         self._inbox.append(seq)
         self.wake()
 
@@ -130,9 +134,14 @@ class BatchScheduler:
             seq.cancelled = True
             self.wake()
 
+    def abort(self, error: GarrisonError) -> None:
+        """Fail every queued, waiting and running sequence with `error` at the next step (any thread)."""
+        self._abort = error
+        self.wake()
+
     def has_work(self) -> bool:
         """Whether anything is queued, waiting or running (the decode loop sleeps otherwise)."""
-        return bool(self._inbox or self._waiting or self._running)
+        return bool(self._inbox or self._waiting or self._running or self._abort)
 
     def metrics(self) -> dict[str, int]:
         """A snapshot of the scheduler's load and totals."""
@@ -157,8 +166,15 @@ class BatchScheduler:
     # -- decode thread only ------------------------------------------------------------------------
 
     def step(self) -> None:
-        """One scheduling round: take arrivals, drop cancelled work, admit, decode one batch, deliver."""
+        """One scheduling round: take arrivals, drop cancelled work, admit, decode one batch, deliver.
+
+        Anything raised here reaches the decode loop, which fails this context's sequences (`recover`).
+        """
         started = time.perf_counter_ns()
+        if self._abort is not None:
+            error, self._abort = self._abort, None
+            self._fail_every(error)
+            return
         try:
             while self._inbox:
                 self._waiting.append(self._inbox.popleft())
@@ -166,12 +182,48 @@ class BatchScheduler:
             self._admit()
             if self._running:
                 self._decode_step()
-        except Exception:  # noqa: BLE001 - every sequence of the context is failed, the loop lives on
-            log.exception("llama engine %s failed a decode step", self.name)
-            self._fail_all(EngineError("the engine failed while generating"))
-        finally:
             self._flush()
+        finally:
             self.counters.step_ns += time.perf_counter_ns() - started
+
+    def recover(self, error: GarrisonError) -> None:
+        """After a failed step: fail every queued, waiting and running sequence, and empty the KV cache.
+
+        Raises when the context cannot be reset; the decode loop then reports the engine unhealthy and
+        tries again later.
+        """
+        self._fail_every(error)
+        self._slots.reset()
+
+    def _fail_every(self, error: GarrisonError) -> None:
+        """End every sequence with `error`; their slots are free (their KV stays for reuse)."""
+        while self._inbox:
+            self._waiting.append(self._inbox.popleft())
+        for seq in [*self._running, *self._waiting]:
+            if not seq.finished:
+                self._emit(seq, error)
+                seq.finished = True
+                try:
+                    seq.sampler.close()
+                except Exception:  # noqa: BLE001 - a sampler that cannot be freed must not block recovery
+                    log.exception("llama engine %s could not free a sampler", self.name)
+        for seq in self._running:
+            if seq.slot is not None:
+                self._slots.release(seq.slot)
+                seq.slot = None
+        self._running.clear()
+        self._waiting.clear()
+        try:
+            self._flush()
+        finally:
+            self._dirty.clear()
+
+    def close(self, error: GarrisonError) -> None:
+        """Once no thread steps this context any more: fail what is left and free the batch."""
+        try:
+            self.recover(error)
+        finally:
+            llama_cpp.llama_batch_free(self._batch)
 
     def _reap(self) -> None:
         if any(seq.cancelled for seq in self._waiting):
@@ -315,16 +367,6 @@ class BatchScheduler:
         seq.finished = True
         seq.sampler.close()
 
-    def _fail_all(self, error: EngineError) -> None:
-        """Fail every admitted or waiting sequence and start from an empty KV cache."""
-        for seq in [*self._running, *self._waiting]:
-            if not seq.finished:
-                self._emit(seq, error)
-                self._close(seq)
-        self._running.clear()
-        self._waiting.clear()
-        self._slots.reset()
-
     def _emit(self, seq: Sequence, event: Outcome) -> None:
         if seq.cancelled:
             return
@@ -357,13 +399,24 @@ def _slot(seq: Sequence) -> Slot:
 
 
 class DecodeLoop:
-    """The one thread per process that owns every llama.cpp context and steps their schedulers in turn."""
+    """The one thread per process that owns every llama.cpp context and steps their schedulers in turn.
+
+    The thread never dies silently: an exception out of a step fails that context's sequences with an
+    `EngineError` and the loop goes on; a context that cannot even be reset is reported (`failure`) and
+    retried with a growing pause, and new requests to it are refused with 503 until it recovers.
+    """
+
+    RETRY_S = (0.1, 0.5, 2.0, 5.0)
 
     def __init__(self) -> None:
         self._schedulers: list[BatchScheduler] = []
         self._cond = threading.Condition()
         self._signalled = False
+        self._stopping = False
         self._thread: threading.Thread | None = None
+        self._busy = threading.Lock()  # held by the decode thread while it steps a round
+        self.restarts = 0  # steps that failed and were recovered from
+        self._died: str | None = None
 
     def attach(self, scheduler: BatchScheduler) -> None:
         """Drive `scheduler` from this loop's thread (started on first attach)."""
@@ -373,18 +426,99 @@ class DecodeLoop:
             self._thread = threading.Thread(target=self._run, name="llama-decode", daemon=True)
             self._thread.start()
 
+    def detach(self, scheduler: BatchScheduler) -> None:
+        """Stop stepping `scheduler` (its engine is closing); the thread ends with the last one."""
+        with self._cond:
+            if scheduler in self._schedulers:
+                self._schedulers.remove(scheduler)
+            self._stopping = not self._schedulers
+            self._signalled = True
+            self._cond.notify()
+        with self._busy:  # the round in progress, if any, is over: nobody steps `scheduler` any more
+            pass
+        thread = self._thread
+        if self._stopping and thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+
     def wake(self) -> None:
         """Make the decode thread look at its schedulers again (new work or a cancellation)."""
         with self._cond:
             self._signalled = True
             self._cond.notify()
 
+    def failure(self) -> str | None:
+        """Why the loop cannot serve (a context that could not be reset, or a dead thread), else None."""
+        if self._died is not None:
+            return self._died
+        if self._thread is not None and not self._thread.is_alive() and not self._stopping:
+            return "the decode thread has stopped"
+        reasons = [f"{s.name}: {s.failure}" for s in self._schedulers if s.failure]
+        return "; ".join(reasons) or None
+
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # noqa: BLE001 - recorded for /health before the thread ends
+            self._died = f"the decode thread stopped: {type(exc).__name__}: {exc}"
+            log.critical("llama decode thread stopped", exc_info=True)
+            for scheduler in list(self._schedulers):
+                scheduler.failure = scheduler.failure or self._died
+            raise
+
+    def _serve(self) -> None:
+        retry_at: dict[BatchScheduler, tuple[float, int]] = {}
         while True:
             with self._cond:
-                while not self._signalled and not any(s.has_work() for s in self._schedulers):
-                    self._cond.wait()
+                while not self._signalled and not self._stopping and not self._ready(retry_at):
+                    self._cond.wait(timeout=self._pause(retry_at))
                 self._signalled = False
-            for scheduler in self._schedulers:
-                if scheduler.has_work():
-                    scheduler.step()
+                if self._stopping:
+                    return
+                schedulers = list(self._schedulers)
+            with self._busy:
+                self._round(schedulers, retry_at)
+
+    def _round(self, schedulers: list[BatchScheduler], retry_at: dict) -> None:  # type: ignore[type-arg]
+        for scheduler in schedulers:
+            if scheduler not in self._schedulers:  # detached while this round waited
+                continue
+            if scheduler.failure:
+                if scheduler in retry_at and time.monotonic() < retry_at[scheduler][0]:
+                    continue
+                if self._recover(scheduler, EngineError("the engine is recovering from a failure"), retry_at):
+                    log.warning("llama engine %s recovered", scheduler.name)
+                continue
+            if not scheduler.has_work():
+                continue
+            try:
+                scheduler.step()
+            except Exception as exc:  # noqa: BLE001 - fail this context's requests, keep serving
+                log.exception("llama engine %s failed a decode step", scheduler.name)
+                self.restarts += 1
+                self._recover(scheduler, EngineError(f"the engine failed while generating ({type(exc).__name__})"),
+                              retry_at)
+
+    def _recover(self, scheduler: BatchScheduler, error: EngineError, retry_at: dict) -> bool:  # type: ignore[type-arg]
+        try:
+            scheduler.recover(error)
+        except Exception as exc:  # noqa: BLE001 - reported on /health, retried later
+            attempts = retry_at.get(scheduler, (0.0, 0))[1]
+            pause = self.RETRY_S[min(attempts, len(self.RETRY_S) - 1)]
+            retry_at[scheduler] = (time.monotonic() + pause, attempts + 1)
+            scheduler.failure = f"cannot reset the llama.cpp context ({type(exc).__name__}: {exc})"
+            log.exception("llama engine %s could not recover; retrying in %.1f s", scheduler.name, pause)
+            return False
+        retry_at.pop(scheduler, None)
+        scheduler.failure = None
+        return True
+
+    def _ready(self, retry_at: dict) -> bool:  # type: ignore[type-arg]
+        now = time.monotonic()
+        return any(s.has_work() and not s.failure for s in self._schedulers) or any(
+            when <= now for when, _ in retry_at.values())
+
+    @staticmethod
+    def _pause(retry_at: dict) -> float | None:  # type: ignore[type-arg]
+        if not retry_at:
+            return None
+        return max(0.0, min(when for when, _ in retry_at.values()) - time.monotonic())
