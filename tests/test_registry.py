@@ -72,5 +72,27 @@ def test_models_are_engine_neutral_with_gguf_details_inside(tmp_path: Path) -> N
 
 def test_an_unknown_engine_is_a_config_error_naming_the_known_ones(gguf: Path, tmp_path: Path) -> None:
     settings = load_settings(home=tmp_path, models=[{"id": "x", "path": str(gguf), "engine": "nope"}])
-    with pytest.raises(ConfigError, match="unknown engine 'nope'; known: llama, onnx-embeddings"):
+    with pytest.raises(ConfigError, match="unknown engine 'nope'; known: llama, ollama, onnx-embeddings, openai"):
         build_registry(settings)
+
+
+def test_upstream_models_are_described_without_contacting_them(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, default_model=False, engine={"embeddings": False}, models=[
+        {"id": "big", "engine": "openai", "upstreams": ["http://gpu1:8000/v1"], "upstream_model": "meta/x",
+         "context_length": 8192, "trust": "confidential", "revision": "meta/x"},
+        {"id": "emb", "engine": "ollama", "kind": "embed", "upstreams": ["http://ws1:11434"]},
+    ])
+    big, emb = build_registry(settings)
+    assert (big.engine, big.context_length, big.trust, big.digest) == ("openai", 8192, "confidential", "meta/x")
+    assert big.capabilities == {"chat", "completions", "fim"} and emb.capabilities == {"embeddings"}
+    assert big.details.upstreams == ["http://gpu1:8000/v1"] and emb.kind == "embed"
+
+
+def test_fields_of_another_engine_are_refused(gguf: Path, tmp_path: Path) -> None:
+    wrong_engine = load_settings(home=tmp_path, models=[{"id": "x", "path": str(gguf), "upstreams": ["http://a/v1"]}])
+    with pytest.raises(ConfigError, match="no field.* upstreams"):
+        build_registry(wrong_engine)
+    remote_with_path = load_settings(home=tmp_path, models=[
+        {"id": "r", "engine": "openai", "upstreams": ["http://a/v1"], "path": str(gguf)}])
+    with pytest.raises(ConfigError, match="model 'r' .*path"):
+        build_registry(remote_with_path)

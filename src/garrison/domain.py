@@ -59,6 +59,9 @@ class GenerationRequest:
     raw: bool = False
     sampling: SamplingParams = field(default_factory=SamplingParams)
     response_format: ResponseFormat | None = None
+    # False: the caller takes the whole result at once, so an engine may fetch it in one piece (a remote
+    # engine then retries on another replica until it has all of it).
+    stream: bool = True
     request_id: str = field(default_factory=new_request_id)
     created: float = field(default_factory=time.time)
     # JSON-safe facts stages want in the request's audit record (guard verdicts, document ids + labels);

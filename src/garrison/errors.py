@@ -119,3 +119,18 @@ class EngineError(GarrisonError):
 
 class AuditWriteError(GarrisonError):
     """The audit record could not be made durable, so the request fails closed (500)."""
+
+
+class UpstreamUnavailable(GarrisonError):
+    """No replica of a remote model could answer: refused, reset, 5xx, drifted or ejected (502)."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamUnavailable):
+    """The replicas of a remote model did not answer in time (504)."""
+
+    status = 504
+    code = "upstream_timeout"

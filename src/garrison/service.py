@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 import anyio
 
@@ -109,6 +109,20 @@ class InferenceService:
             if callable(metrics):
                 out[model_id] = metrics()
         return out
+
+    async def startup(self) -> None:
+        """Start what engines run in the background (an upstream's health checks), once the loop runs."""
+        for engine in self._engines.values():
+            start = getattr(engine, "start", None)
+            if callable(start):
+                await start()
+
+    def upstreams(self) -> dict[str, dict[str, Any]]:
+        """The replica states of every remote model, for /health (no failure reasons: /health is public)."""
+        from garrison.engines.upstream.models import upstream_of
+
+        return {model_id: state for model_id, engine in self._engines.items()
+                if (state := upstream_of(engine, public=True)) is not None}
 
     async def aclose(self) -> None:
         """Close every engine (at shutdown), each shielded from cancellation."""
@@ -227,6 +241,7 @@ class InferenceService:
         self, request: GenerationRequest, caller: Caller | None = None, origin: Origin | None = None
     ) -> Completion:
         """Generate to the end and return the whole text."""
+        request.stream = False  # the caller takes it whole: an engine may fetch it in one piece
         parts: list[str] = []
         done: GenerationDone | None = None
         events = self.stream(request, caller, origin)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,7 +22,13 @@ Classification = Literal["public", "internal", "confidential", "restricted"]
 
 
 class ModelConfig(BaseModel):
-    """A served model: by default a GGUF file on the embedded llama engine, pinned by digest."""
+    """A served model: by default a GGUF file on the embedded llama engine, pinned by digest.
+
+    Fields of other engines (`upstreams`, `upstream_model`, ... for "openai" and "ollama": docs/upstreams.md)
+    are kept for that engine's loader, which checks them; the llama engine refuses any it does not know.
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     id: str = Field(description="Stable model id clients use, e.g. 'qwen2.5-coder-1.5b'.")
     engine: str = Field(
@@ -97,6 +103,11 @@ class AuditSettings(BaseModel):
     )
     exclude_paths: list[str] = Field(
         default_factory=lambda: ["/health"], description="Paths left out of the audit log (liveness probes)."
+    )
+    group_commit: bool = Field(
+        default=True,
+        description="Make concurrent requests' audit records durable with one shared fsync (each request is "
+        "still answered only once its own record is on disk).",
     )
 
 

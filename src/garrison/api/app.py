@@ -24,6 +24,7 @@ def create_app(settings: Settings, inference: InferenceService, security: Securi
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await inference.startup()
         yield
         await inference.aclose()
 

@@ -15,14 +15,14 @@ from garrison.pipeline.stages import Caller
 from garrison.service import InferenceService
 
 
-def get_service(request: Request) -> InferenceService:
+async def get_service(request: Request) -> InferenceService:
     return request.app.state.inference
 
 
 ServiceDep = Annotated[InferenceService, Depends(get_service)]
 
 
-def get_caller(request: Request, service: ServiceDep) -> Caller:
+async def get_caller(request: Request, service: ServiceDep) -> Caller:
     """Who is calling: the key the middleware authenticated, or the anonymous caller when auth is off."""
     security = getattr(request.app.state, "security", None)
     if security is None or not security.auth_enabled:
@@ -37,7 +37,7 @@ def get_caller(request: Request, service: ServiceDep) -> Caller:
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def get_generation(request: Request, service: ServiceDep, caller: CallerDep) -> Generation:
+async def get_generation(request: Request, service: ServiceDep, caller: CallerDep) -> Generation:
     """The pipeline's handler bound to this HTTP request (its ids and client go into the audit records)."""
     ctx = get_context(request)
     origin = Origin(

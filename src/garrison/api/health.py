@@ -1,4 +1,4 @@
-"""GET /health: the one deliberately public route; reports the loaded models and their load."""
+"""GET /health: the one deliberately public route; reports the models, their load and their upstreams."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ router = APIRouter(tags=["health"])
 @router.get("/health")
 async def health(service: ServiceDep) -> JSONResponse:
     load = service.load_state()
+    upstreams = service.upstreams()
     models = [
-        {"id": m.id, "kind": m.kind, "quantization": m.quantization, "context_length": m.context_length,
-         **load.get(m.id, {})}
+        {"id": m.id, "kind": m.kind, "engine": m.engine, "quantization": m.quantization,
+         "context_length": m.context_length, **load.get(m.id, {}),
+         **({"upstream": upstreams[m.id]} if m.id in upstreams else {})}
         for m in service.registry
     ]
     return JSONResponse({"status": "ok", "version": __version__, "models": models})

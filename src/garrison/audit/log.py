@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from garrison.audit.chain import GENESIS, Verification, record_hash, record_mac, verify_chain
+from garrison.audit.group_commit import GroupCommit
 from garrison.errors import AuditWriteError
 from garrison.store import Store
 from garrison.store.times import Clock, to_iso
@@ -53,7 +54,14 @@ class AuditLog:
     """The one audit sink: `append` returns only once the record is committed with synchronous=FULL."""
 
     def __init__(
-        self, store: Store, *, env: str, secret: bytes | None, content: str = "none", clock: Clock = time.time
+        self,
+        store: Store,
+        *,
+        env: str,
+        secret: bytes | None,
+        content: str = "none",
+        clock: Clock = time.time,
+        group_commit: bool = True,
     ) -> None:
         if content not in CONTENT_MODES:
             raise ValueError(f"audit content must be one of {CONTENT_MODES}")
@@ -63,13 +71,22 @@ class AuditLog:
         self._secret = secret
         self._clock = clock
         self._lock = threading.RLock()
+        self._group = GroupCommit(store) if group_commit else None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A durable write transaction for records and whatever must commit with them (usage rows)."""
+        """A durable write transaction for records and whatever must commit with them (usage rows).
+
+        With group commit (the default) concurrent transactions share one fsync; each still returns only once
+        its own writes are durable, whoever the caller is.
+        """
         try:
-            with self._lock, self._store.transaction() as conn:
-                yield conn
+            if self._group is not None:
+                with self._group.unit() as conn:
+                    yield conn
+            else:
+                with self._lock, self._store.transaction() as conn:
+                    yield conn
         except (sqlite3.Error, OSError, RuntimeError) as exc:
             raise AuditWriteError(
                 f"the audit record could not be written ({type(exc).__name__}: {exc})"

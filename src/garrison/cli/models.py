@@ -17,29 +17,36 @@ def list_models(
     config: Path = ConfigOption,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Show id, path, size, digest, quantization and context length of every served model."""
+    """Show id, engine, size, digest, quantization and context of every served model; probe remote ones."""
     from rich.console import Console
     from rich.table import Table
 
+    from garrison.engines.upstream.models import probe_models
     from garrison.errors import GarrisonError
     from garrison.registry import build_registry
 
     settings = settings_from_flags(config)
     try:
         registry = build_registry(settings)
+        upstreams = probe_models(list(registry))
     except GarrisonError as exc:
         fail(exc.message, code=2)
         return
-    rows = [m.describe() for m in registry]
+    rows = [{**m.describe(), **({"upstream": upstreams[m.id]} if m.id in upstreams else {})} for m in registry]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="garrison models")
-    for column in ("id", "kind", "quantization", "context", "size", "sha256", "path"):
+    for column in ("id", "kind", "engine", "quantization", "context", "size", "sha256", "path / upstreams"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["id"], row["kind"], row["quantization"], str(row["context_length"]),
-                      f"{row['size_bytes'] / 1e6:.1f} MB", row["sha256"][:16] + "…", row["path"])
+        where = row["path"] or "\n".join(
+            f"{r['url']} {r['state']}" + (f" ({r['reason']})" if r.get("reason") else "")
+            for r in row.get("upstream", {}).get("replicas", [])
+        )
+        size = f"{row['size_bytes'] / 1e6:.1f} MB" if row["size_bytes"] else "-"
+        table.add_row(row["id"], row["kind"], row["engine"], row["quantization"], str(row["context_length"] or "-"),
+                      size, (row["sha256"][:16] + "…") if row["sha256"] else "-", where)
     Console().print(table)
 
 

@@ -74,6 +74,8 @@ def default_engines() -> EngineRegistry:
     registry = EngineRegistry()
     registry.register("llama", _llama_engines, gguf.describe_llama_model)
     registry.register("onnx-embeddings", _onnx_embedders)
+    for remote in ("openai", "ollama"):  # models served elsewhere: vLLM, TGI, llama-server, Ollama, garrison
+        registry.register(remote, _upstream_engines, _upstream_model)
     return registry
 
 
@@ -87,3 +89,15 @@ def _onnx_embedders(models: list[ModelInfo], settings: Settings) -> dict[str, En
     from garrison.engines import embeddings
 
     return embeddings.create_engines(models, settings)
+
+
+def _upstream_engines(models: list[ModelInfo], settings: Settings) -> dict[str, Engine | Embedder]:
+    from garrison.engines.upstream import models as upstream
+
+    return upstream.create_engines(models, settings)
+
+
+def _upstream_model(config: ModelConfig, settings: Settings) -> ModelInfo:
+    from garrison.engines.upstream import models as upstream
+
+    return upstream.describe_upstream_model(config, settings)

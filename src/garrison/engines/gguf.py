@@ -143,6 +143,11 @@ def load_gguf(config: ModelConfig, settings: Settings) -> GgufModel:
 
 def describe_llama_model(config: ModelConfig, settings: Settings) -> ModelInfo:
     """The llama engine's model loader: a GGUF file behind the engine-neutral `ModelInfo`."""
+    if config.model_extra:
+        raise ConfigError(
+            f"model '{config.id}': engine '{config.engine}' has no field(s) {', '.join(sorted(config.model_extra))}"
+            " (upstream models need engine = \"openai\" or \"ollama\")"
+        )
     return load_gguf(config, settings).model_info(trust=config.trust, engine=config.engine)
 
 

@@ -41,6 +41,12 @@ class Store:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and not self._closed:
             return conn
+        conn = self.open_connection()
+        self._local.conn = conn
+        return conn
+
+    def open_connection(self) -> sqlite3.Connection:
+        """A new connection (WAL, synchronous=FULL), closed with the store; usable from any thread."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the store is closed")
@@ -52,8 +58,17 @@ class Store:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
-        self._local.conn = conn
         return conn
+
+    @contextmanager
+    def bound(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """Make `conn` this thread's connection for a while, so every write made meanwhile joins its transaction."""
+        previous = getattr(self._local, "conn", None)
+        self._local.conn = conn
+        try:
+            yield
+        finally:
+            self._local.conn = previous
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
