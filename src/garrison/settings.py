@@ -111,6 +111,19 @@ class AuditSettings(BaseModel):
     )
 
 
+class LimitsSettings(BaseModel):
+    """Where rate-limit buckets live: the store (default; per store) or Redis, shared by every gateway."""
+
+    url: str | None = Field(
+        default=None,
+        description="redis://HOST:PORT/DB: rpm/tpm buckets shared by every gateway (docs/scale.md); unset: "
+        "buckets in the store, so only processes sharing one store share limits.",
+    )
+    retry_s: float = Field(default=2.0, gt=0, description="Seconds before an unreachable Redis is tried again.")
+    timeout_s: float = Field(default=0.25, gt=0, description="Connect and read timeout of each Redis call.")
+    prefix: str = Field(default="garrison", description="Prefix of garrison's Redis keys.")
+
+
 class Settings(BaseSettings):
     """Every setting garrison reads, with its source precedence flags > env > toml > defaults."""
 
@@ -139,6 +152,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings, description="Embedded engine settings.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="Authentication settings.")
     audit: AuditSettings = Field(default_factory=AuditSettings, description="Audit log settings.")
+    limits: LimitsSettings = Field(default_factory=LimitsSettings, description="Shared rate limits (Redis).")
 
     @field_validator("home")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -21,4 +23,8 @@ async def health(service: ServiceDep) -> JSONResponse:
          **({"upstream": upstreams[m.id]} if m.id in upstreams else {})}
         for m in service.registry
     ]
-    return JSONResponse({"status": "ok", "version": __version__, "models": models})
+    security = service.ledger.security
+    backends = await asyncio.to_thread(security.health) if security is not None else {}
+    status = "degraded" if any(b.get("state") != "ok" for b in backends.values()) else "ok"
+    return JSONResponse({"status": status, "version": __version__, "models": models,
+                         **({"backends": backends} if backends else {})})

@@ -168,6 +168,8 @@ class Ledger:
                     ticket.grant = security.guard.admit(
                         caller, estimate_prompt_tokens(request), completion_tokens, open_ended=open_ended
                     )
+                if ticket.grant is not None and ticket.grant.via not in ("store", "redis"):
+                    ticket.annotations["limits"] = ticket.grant.via  # degraded: shared limits unreachable
                 details = dict(ticket.annotations)
                 if ticket.grant is not None and ticket.grant.reserved:
                     details["reserved_tokens"] = ticket.grant.reserved

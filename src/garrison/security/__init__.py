@@ -13,7 +13,7 @@ from garrison.errors import ConfigError
 from garrison.security.guard import Guard
 from garrison.security.keys import KeyStore, load_server_secret, write_private_file
 from garrison.security.principal import Limits, Principal
-from garrison.security.quotas import Quotas
+from garrison.security.shared_limits import open_limits
 from garrison.security.usage import UsageLedger
 from garrison.settings import Settings
 from garrison.store import Store, open_store
@@ -41,7 +41,12 @@ class Security:
 
     def close(self) -> None:
         """Close the store's connections (call on server shutdown)."""
+        self.guard.quotas.close()
         self.store.close()
+
+    def health(self) -> dict[str, dict[str, str]]:
+        """The state of shared backends (`state` ok or degraded), for /health."""
+        return {"limits": self.guard.quotas.health()}
 
 
 def secret_path(settings: Settings) -> Path:
@@ -76,11 +81,13 @@ def connect(settings: Settings, *, clock: Clock = time.time) -> Security:
     env = settings.auth.env
     keys = KeyStore(store, secret, clock)
     usage = UsageLedger(store)
+    lim = settings.limits
+    quotas = open_limits(lim.url, store, usage, clock, retry_s=lim.retry_s, timeout_s=lim.timeout_s, prefix=lim.prefix)
     return Security(
         store=store,
         keys=keys,
         usage=usage,
-        guard=Guard(keys, Quotas(store, usage, clock), env, clock),
+        guard=Guard(keys, quotas, env, clock),
         audit=AuditLog(store, env=env, secret=secret, content=settings.audit.content, clock=clock,
                        group_commit=settings.audit.group_commit),
         env=env,
