@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,3 +53,98 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(timeout=15)
         self.socket.unlink(missing_ok=True)
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster (initdb in a temp dir) on a free loopback port, torn down after.
+
+    initdb and postgres refuse to run as root; as root the cluster runs as the `postgres` system user.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.data = directory / "data"
+        self.port = _free_port()
+        self.user = "garrison"
+
+    def _as_owner(self, *cmd: str) -> list[str]:
+        import os
+
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "postgres", "--", *cmd]
+        return list(cmd)
+
+    def _tool(self, name: str) -> str:
+        found = shutil.which(name) or shutil.which(name, path="/usr/local/bin:/usr/lib/postgresql/15/bin")
+        if found is None:
+            pytest.fail(f"{name} is not installed (PostgreSQL server binaries are needed for the store tests)")
+        return found
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def init(self) -> PostgresCluster:
+        import os
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+        subprocess.run(
+            self._as_owner(self._tool("initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust",
+                           "-E", "UTF8", "--no-sync"),
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        return self.start()
+
+    def start(self) -> PostgresCluster:
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.directory} -c fsync=off"
+        subprocess.run(
+            self._as_owner(self._tool("pg_ctl"), "-D", str(self.data), "-o", options, "-l",
+                           str(self.directory / "log"), "-w", "-t", "60", "start"),
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        return self
+
+    def stop(self) -> None:
+        subprocess.run(
+            self._as_owner(self._tool("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"),
+            check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def database(self, name: str) -> str:
+        """A fresh database on the cluster; its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class UpstreamThread:
+    """The scripted OpenAI upstream on its own event loop in a thread, so subprocess gateways can reach it."""
+
+    def __init__(self) -> None:
+        sys.path.insert(0, str(Path(__file__).parent / "engines" / "upstream"))
+        from scripted_upstream import ScriptedUpstream
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server = ScriptedUpstream()
+
+    def start(self) -> UpstreamThread:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(timeout=30)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)

@@ -111,6 +111,16 @@ class AuditSettings(BaseModel):
     )
 
 
+class StoreSettings(BaseModel):
+    """Where keys, usage, quota reservations and the audit chain live."""
+
+    url: str | None = Field(
+        default=None,
+        description="sqlite:///PATH or postgresql://USER:PASS@HOST:PORT/DB (docs/scale.md); unset: SQLite "
+        "under home. `database_url` is the older name of this setting and still read.",
+    )
+
+
 class LimitsSettings(BaseModel):
     """Where rate-limit buckets live: the store (default; per store) or Redis, shared by every gateway."""
 
@@ -146,12 +156,13 @@ class Settings(BaseSettings):
         default=True, description="Serve the embedded SmolLM2-135M-Instruct in addition to [[models]]."
     )
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy-style URL of the store (default: sqlite under home)."
+        default=None, description="Alias of store.url, kept for existing configurations."
     )
     models: list[ModelConfig] = Field(default_factory=list, description="Additional GGUF models.")
     engine: EngineSettings = Field(default_factory=EngineSettings, description="Embedded engine settings.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="Authentication settings.")
     audit: AuditSettings = Field(default_factory=AuditSettings, description="Audit log settings.")
+    store: StoreSettings = Field(default_factory=StoreSettings, description="The store backend.")
     limits: LimitsSettings = Field(default_factory=LimitsSettings, description="Shared rate limits (Redis).")
 
     @field_validator("home")

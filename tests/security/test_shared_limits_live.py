@@ -5,11 +5,9 @@ The engine behind both is a scripted OpenAI upstream (the limits are what is tes
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backends import RedisServer
+from backends import RedisServer, UpstreamThread
 from garrison.security import connect
 from garrison.security.principal import Limits
 from garrison.security.shared_limits import DEGRADED
@@ -26,26 +24,6 @@ from garrison.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "engines" / "upstream"))
 from peers import Process, free_port  # noqa: E402
-from scripted_upstream import ScriptedUpstream  # noqa: E402
-
-
-class UpstreamThread:
-    """The scripted upstream on its own event loop in a thread, so subprocess gateways can reach it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.server = ScriptedUpstream()
-
-    def start(self) -> UpstreamThread:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(timeout=30)
-        return self
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(timeout=30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=30)
 
 
 @dataclass

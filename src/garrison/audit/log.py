@@ -87,7 +87,7 @@ class AuditLog:
             else:
                 with self._lock, self._store.transaction() as conn:
                     yield conn
-        except (sqlite3.Error, OSError, RuntimeError) as exc:
+        except self._store.errors + (OSError, RuntimeError) as exc:
             raise AuditWriteError(
                 f"the audit record could not be written ({type(exc).__name__}: {exc})"
             ) from exc
