@@ -119,6 +119,15 @@ class StoreSettings(BaseModel):
         description="sqlite:///PATH or postgresql://USER:PASS@HOST:PORT/DB (docs/scale.md); unset: SQLite "
         "under home. `database_url` is the older name of this setting and still read.",
     )
+    outage_grace: float = Field(
+        default=300.0, ge=0,
+        description="Seconds a key verified before a PostgreSQL outage keeps working from memory during it.",
+    )
+    key_cache_size: int = Field(default=10_000, ge=1, description="Most verified keys held for an outage.")
+    spool_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024,
+        description="Largest local queue of audit records during an outage (beyond it requests fail closed).",
+    )
 
 
 class LimitsSettings(BaseModel):

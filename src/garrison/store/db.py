@@ -109,6 +109,10 @@ class Store:
         """Rows of a query, streamed (for exports and verification of long logs)."""
         yield from self.connection().execute(sql, params)
 
+    def is_outage(self, exc: BaseException) -> bool:
+        """Whether `exc` means the database is unreachable (never for an embedded SQLite file)."""
+        return False
+
     def migration_sql(self, statement: str) -> str:
         """A migration statement as this backend reads it (SQLite: as written)."""
         return statement

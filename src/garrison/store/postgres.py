@@ -27,6 +27,7 @@ from garrison.store.migrate import migrate
 
 # The one advisory lock every write transaction takes (an arbitrary constant: "garrison" in ASCII, folded).
 WRITE_LOCK = 0x67617272
+CONNECT_TIMEOUT_S = 2
 _PLACEHOLDER = re.compile(r"\?")
 _REAL = re.compile(r"\bREAL\b")
 
@@ -74,14 +75,34 @@ class PgConnection:
     """One psycopg connection (autocommit, explicit BEGIN/COMMIT) with the sqlite3 surface the store's users touch."""
 
     def __init__(self, url: str) -> None:
-        self.raw = psycopg.connect(url, autocommit=True, row_factory=_rows)
+        self.url = url
+        self.raw = self._connect()
         self._sql: dict[str, str] = {}
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.url, autocommit=True, row_factory=_rows, connect_timeout=CONNECT_TIMEOUT_S)
 
     @property
     def in_transaction(self) -> bool:
+        if self.raw.broken or self.raw.closed:  # a lost connection holds no transaction any more
+            return False
         return self.raw.info.transaction_status != TransactionStatus.IDLE
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        if self.raw.broken or self.raw.closed:  # the server went away (restart, outage): connect again
+            self.raw = self._connect()
+        idle = not self.in_transaction
+        try:
+            return self._execute(sql, params)
+        except psycopg.OperationalError:
+            # A connection the server dropped is only noticed when used: outside a transaction, a BEGIN or
+            # a read is safe to try once more on a fresh connection (a write might have committed).
+            if not (idle and self.raw.broken and sql.lstrip().upper().startswith(("BEGIN", "SELECT"))):
+                raise
+            self.raw = self._connect()
+            return self._execute(sql, params)
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
         head = sql.lstrip()[:16].upper()
         if head.startswith("BEGIN"):  # BEGIN IMMEDIATE: a write transaction, one writer at a time
             cursor = self.raw.execute("BEGIN")
@@ -142,6 +163,15 @@ class PostgresStore(Store):
 
     def migration_sql(self, statement: str) -> str:
         return ddl(statement)
+
+    def is_outage(self, exc: BaseException) -> bool:
+        """Whether `exc` (or what caused it) says the database cannot be reached, rather than a bad query."""
+        seen: BaseException | None = exc
+        while seen is not None:
+            if isinstance(seen, psycopg.OperationalError):
+                return True
+            seen = seen.__cause__
+        return False
 
 
 def _without_secrets(exc: BaseException) -> str:
