@@ -32,6 +32,8 @@ serve: $(SERVE_STAMP)
 # The shared-state tests start a real redis-server (and a PostgreSQL cluster) themselves; install what is missing.
 test-services:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq postgresql; }
 
 test: $(TEST_STAMP) test-services
 	$(BIN)/python -m pytest

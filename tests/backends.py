@@ -61,8 +61,9 @@ class PostgresCluster:
     initdb and postgres refuse to run as root; as root the cluster runs as the `postgres` system user.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, fsync: bool = False) -> None:
         self.directory = directory
+        self.fsync = fsync  # off for tests (speed); on for benchmarks
         self.data = directory / "data"
         self.port = _free_port()
         self.user = "garrison"
@@ -75,7 +76,10 @@ class PostgresCluster:
         return list(cmd)
 
     def _tool(self, name: str) -> str:
-        found = shutil.which(name) or shutil.which(name, path="/usr/local/bin:/usr/lib/postgresql/15/bin")
+        import glob
+
+        debian = ":".join(sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True))
+        found = shutil.which(name) or shutil.which(name, path=f"/usr/local/bin:{debian}")
         if found is None:
             pytest.fail(f"{name} is not installed (PostgreSQL server binaries are needed for the store tests)")
         return found
@@ -97,7 +101,7 @@ class PostgresCluster:
         return self.start()
 
     def start(self) -> PostgresCluster:
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.directory} -c fsync=off"
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.directory} -c fsync={'on' if self.fsync else 'off'}"
         subprocess.run(
             self._as_owner(self._tool("pg_ctl"), "-D", str(self.data), "-o", options, "-l",
                            str(self.directory / "log"), "-w", "-t", "60", "start"),
