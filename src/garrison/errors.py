@@ -47,6 +47,32 @@ class PermissionDenied(GarrisonError):
     code = "permission_denied"
 
 
+class PolicyViolation(InvalidRequest):
+    """A guardrail rule with action `block` fired (400 naming the rule, never the detector's internals)."""
+
+    code = "policy_violation"
+
+    def __init__(self, rule: str, where: str) -> None:
+        super().__init__(f"the request was blocked by the guardrail rule '{rule}' ({where})")
+        self.rule = rule
+        self.where = where
+
+
+class EgressDenied(PermissionDenied):
+    """Data labelled above a model's trust level may not be sent to it (403 naming the label and model)."""
+
+    code = "egress_denied"
+
+    def __init__(self, label: str, model: str, trust: str) -> None:
+        super().__init__(
+            f"data labelled '{label}' may not be sent to the model '{model}' (its trust level is '{trust}')",
+            param="model",
+        )
+        self.label = label
+        self.model = model
+        self.trust = trust
+
+
 class NotFound(GarrisonError):
     """A named resource does not exist (404)."""
 

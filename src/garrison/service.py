@@ -30,6 +30,8 @@ from garrison.domain import (
 )
 from garrison.engines.base import Embedder, Engine, EngineRegistry, default_engines
 from garrison.errors import ContextLengthExceeded, EngineError, GarrisonError, InvalidRequest, Overloaded
+from garrison.guard.egress import model_trust
+from garrison.guard.stage import guard_stages
 from garrison.pipeline.ledger import Ledger, Origin, Outcome, Ticket, estimate_prompt_tokens
 from garrison.pipeline.stages import Caller, Stage, run_after, run_before
 from garrison.registry import Kind, ModelInfo, ModelRegistry, build_registry
@@ -81,7 +83,8 @@ class InferenceService:
         built: dict[str, Engine | Embedder] = {}
         for name, models in by_engine.items():
             built.update(engines.factory(name)(models, settings))
-        return cls(registry, built, settings, security=security)
+        stages = guard_stages(settings, lambda model_id: model_trust(registry.get(model_id)))
+        return cls(registry, built, settings, security=security, stages=stages)
 
     def attach_security(self, security: Security | None) -> None:
         """Check keys, quotas and audit against `security` (None: everything allowed, nothing recorded)."""

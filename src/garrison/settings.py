@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -76,6 +76,51 @@ class EngineSettings(BaseModel):
     embeddings: bool = Field(default=True, description="Serve the all-MiniLM-L6-v2 embedding model.")
 
 
+Clearance = Literal["public", "internal", "confidential", "restricted"]
+
+
+class OidcRule(BaseModel):
+    """What a person gets when their ID token's `claim` equals `value` (or, for a list claim, contains it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    claim: str = Field(description="ID token (or userinfo) claim to look at, e.g. 'groups'.")
+    value: str = Field(description="The value that triggers this rule, e.g. 'garrison-admins'.")
+    role: Literal["admin", "user"] | None = Field(default=None, description="Role granted (admin wins).")
+    clearance: Clearance | None = Field(default=None, description="Clearance granted (the highest one wins).")
+    scopes: list[str] = Field(default_factory=list, description="Scopes added to the defaults.")
+    models: list[str] = Field(default_factory=list, description="Models added to the defaults ('*' = all).")
+
+
+class OidcSettings(BaseModel):
+    """Single sign-on to the console through an OpenID Connect provider (authorization code + PKCE)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str = Field(description="The provider's issuer URL; its /.well-known/openid-configuration is read.")
+    client_id: str = Field(description="This garrison's client id at the provider.")
+    client_secret_env: str = Field(
+        default="GARRISON_OIDC_CLIENT_SECRET",
+        description="Environment variable holding the client secret (never put the secret in garrison.toml).",
+    )
+    redirect_url: str | None = Field(
+        default=None,
+        description="Callback registered at the provider (default: this server's /console/oidc/callback).",
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile", "email"], description="Scopes asked for."
+    )
+    username_claim: str = Field(default="preferred_username", description="Claim used as the username.")
+    label: str = Field(default="Sign in with single sign-on", description="Text of the sign-in button.")
+    default_role: Literal["admin", "user"] = Field(default="user", description="Role when no rule says more.")
+    default_clearance: Clearance = Field(default="public", description="Clearance when no rule says more.")
+    default_scopes: list[str] = Field(default_factory=lambda: ["chat"], description="Scopes every person gets.")
+    default_models: list[str] = Field(default_factory=lambda: ["*"], description="Models every person gets.")
+    require_rule: bool = Field(default=False, description="Refuse people whom no rule matches.")
+    rules: list[OidcRule] = Field(default_factory=list, description="Claim -> role/clearance/scopes mapping.")
+    timeout_s: float = Field(default=10.0, gt=0, description="Timeout of each request to the provider.")
+
+
 class AuthSettings(BaseModel):
     """API key authentication."""
 
@@ -92,6 +137,29 @@ class AuthSettings(BaseModel):
     )
     admin_key_file: Path | None = Field(
         default=None, description="File for the first admin key, 0600 (default: GARRISON_HOME/admin.key)."
+    )
+    oidc: OidcSettings | None = Field(default=None, description="Console single sign-on (off when unset).")
+
+
+class ConsoleSettings(BaseModel):
+    """The web console at /console: sessions, sign-in throttling and chat defaults."""
+
+    enabled: bool = Field(default=True, description="Serve the console at /console.")
+    idle_timeout_s: int = Field(default=1800, ge=30, description="A session ends after this long unused.")
+    session_lifetime_s: int = Field(default=43200, ge=60, description="A session ends this long after sign-in.")
+    secure_cookies: Literal["auto", "always", "never"] = Field(
+        default="auto", description="Mark cookies Secure: when served over TLS (auto), always, or never."
+    )
+    login_failures_per_user: int = Field(
+        default=5, ge=1, description="Failed sign-ins allowed per username within login_window_s."
+    )
+    login_failures_per_client: int = Field(
+        default=20, ge=1, description="Failed sign-ins allowed per client address within login_window_s."
+    )
+    login_window_s: int = Field(default=900, ge=1, description="The window failed sign-ins are counted in.")
+    max_tokens: int = Field(default=512, ge=1, description="Longest console reply, in tokens.")
+    history_messages: int = Field(
+        default=20, ge=1, description="Earlier messages of a conversation sent with each question."
     )
 
 
@@ -143,6 +211,82 @@ class LimitsSettings(BaseModel):
     prefix: str = Field(default="garrison", description="Prefix of garrison's Redis keys.")
 
 
+GuardWhat = Literal["pii", "secrets", "injection", "blocklist"]
+GuardWhere = Literal["input", "retrieved", "output"]
+GuardAction = Literal["redact", "block", "flag"]
+
+
+class GuardRule(BaseModel):
+    """One guardrail rule: what to look for, where, and what to do when it is found."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    what: GuardWhat = Field(description="pii, secrets, injection (a score) or blocklist (terms).")
+    where: list[GuardWhere] = Field(
+        default_factory=lambda: list[GuardWhere](["input"]), description="Where it applies: input, retrieved, output."
+    )
+    action: GuardAction = Field(description="redact (placeholders), block (400 policy_violation) or flag.")
+    name: str | None = Field(
+        default=None, description="Name used in errors, audit and metrics (default: '<what>-<action>')."
+    )
+    types: list[str] | None = Field(
+        default=None, description="Only these span types (e.g. EMAIL, CARD, JWT); default: all of `what`."
+    )
+    threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Injection score at or above which the rule fires."
+    )
+    terms: list[str] = Field(default_factory=list, description="Blocklist terms (case-insensitive words).")
+
+    @field_validator("where", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _sensible(self) -> GuardRule:
+        if self.what == "injection" and self.action == "redact":
+            raise ValueError("an injection rule can block or flag, not redact (a score has no span)")
+        if self.what == "blocklist" and not self.terms:
+            raise ValueError("a blocklist rule needs terms")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.what}-{self.action}"
+
+
+class GuardPolicy(BaseModel):
+    """A named set of guardrail rules, attached to keys, environments or knowledge models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Policy name.")
+    rules: list[GuardRule] = Field(default_factory=list, description="Rules applied in order.")
+    rehydrate: bool = Field(
+        default=False,
+        description="Restore input placeholders ([EMAIL_1]) in the answer for the caller; the model never "
+        "sees the originals.",
+    )
+
+
+class GuardrailSettings(BaseModel):
+    """Offline guardrails: PII and secret redaction, injection screening, egress by data class."""
+
+    policies: list[GuardPolicy] = Field(
+        default_factory=list, description="[[guardrails.policies]]; these add to (or replace) the built-ins."
+    )
+    defaults: dict[str, str | None] = Field(
+        default_factory=lambda: {"dev": None, "staging": None, "prod": "prod"},
+        description="Policy per environment for keys without one ('prod' is built in; none: no guardrails).",
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Policy per model id (knowledge models); applied with the key's."
+    )
+    phone_region: str = Field(
+        default="US", description="Region for phone numbers written without a +country prefix."
+    )
+
+
 class Settings(BaseSettings):
     """Every setting garrison reads, with its source precedence flags > env > toml > defaults."""
 
@@ -173,6 +317,10 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings, description="Audit log settings.")
     store: StoreSettings = Field(default_factory=StoreSettings, description="The store backend.")
     limits: LimitsSettings = Field(default_factory=LimitsSettings, description="Shared rate limits (Redis).")
+    guardrails: GuardrailSettings = Field(
+        default_factory=GuardrailSettings, description="Guardrail policies ([[guardrails.policies]])."
+    )
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings, description="Web console settings.")
 
     @field_validator("home")
     @classmethod

@@ -30,6 +30,7 @@ from garrison.security.principal import Principal
 
 log = logging.getLogger("garrison.audit")
 
+_CONSOLE, _CONSOLE_STATIC = "/console", "/console/static/"  # console routes check their own session cookie
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _STREAMING_TYPES = (b"text/event-stream", b"application/x-ndjson")
 
@@ -82,9 +83,12 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["ctx"] = ctx
         security: Security | None = getattr(getattr(scope.get("app"), "state", None), "security", None)
         path = scope["path"]
-        audit = security.audit if security is not None and path not in security.audit_exclude_paths else None
+        audit = None
+        if security is not None and path not in security.audit_exclude_paths and not path.startswith(_CONSOLE_STATIC):
+            audit = security.audit
         exchange = _Exchange(ctx, security, audit, send, path)
-        if security is not None and security.auth_enabled and path not in security.public_paths:
+        bearer = not (path == _CONSOLE or path.startswith(_CONSOLE + "/"))  # the console signs in by session
+        if security is not None and security.auth_enabled and bearer and path not in security.public_paths:
             try:  # deny by default: no route runs for an unauthenticated caller, known path or not
                 ctx.principal = security.guard.authenticate(_header(scope, b"authorization"))
             except Unauthenticated as exc:

@@ -10,9 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from garrison.api.access import authorize
 from garrison.api.context import get_context
-from garrison.errors import PermissionDenied
+from garrison.errors import ConfigError, InvalidRequest, PermissionDenied
+from garrison.guard.policies import Policies
 from garrison.security import Security
 from garrison.security.principal import ANY_MODEL, DEFAULT_SCOPES, Limits
+from garrison.settings import Settings
 from garrison.store.times import parse_duration, parse_expiry, parse_when, utc_day
 
 Environment = Literal["dev", "staging", "prod"]
@@ -53,6 +55,9 @@ class KeyCreate(BaseModel):
     tpm: int | None = Field(default=None, ge=1)
     daily_tokens: int | None = Field(default=None, ge=1)
     expires: str | None = Field(default=None, description="A duration such as 30d, or a date YYYY-MM-DD.")
+    policy: str | None = Field(
+        default=None, description="Guardrail policy name; none: the environment's default policy."
+    )
 
 
 class KeyRotate(BaseModel):
@@ -66,8 +71,10 @@ class KeyRotate(BaseModel):
 
 
 @router.post("/keys", status_code=201)
-def create_key(body: KeyCreate, security: Admin) -> JSONResponse:
+def create_key(body: KeyCreate, security: Admin, request: Request) -> JSONResponse:
     """Create a key; the response is the only time its secret is shown."""
+    if body.policy is not None:
+        _check_policy(request, body.policy)
     now = security.guard.clock()
     issued = security.keys.create(
         name=body.name,
@@ -77,8 +84,18 @@ def create_key(body: KeyCreate, security: Admin) -> JSONResponse:
         clearance=body.clearance,
         limits=Limits(body.rpm, body.tpm, body.daily_tokens),
         expires_at=parse_expiry(body.expires, now) if body.expires else None,
+        policy=body.policy,
     )
     return JSONResponse(issued.to_dict(now), status_code=201, headers=_NO_STORE)
+
+
+def _check_policy(request: Request, name: str) -> None:
+    """400 naming the known policies when `name` is not one this server has."""
+    settings: Settings | None = getattr(request.app.state, "settings", None)
+    try:
+        Policies(settings.guardrails if settings is not None else None).check_name(name)
+    except ConfigError as exc:
+        raise InvalidRequest(exc.message, param="policy") from None
 
 
 @router.get("/keys")

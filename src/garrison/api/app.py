@@ -48,6 +48,10 @@ def create_app(settings: Settings, inference: InferenceService, security: Securi
     app.include_router(ollama_router.router)
     app.include_router(admin.router)
     app.include_router(metrics.router)
+    if security is not None and settings.console.enabled:
+        from garrison.console.app import mount_console
+
+        mount_console(app, settings, security, inference)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)  # outermost: every response gets an id and an audit record
     return app

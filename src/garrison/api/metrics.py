@@ -15,6 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from garrison.api.access import authorize
+from garrison.guard.stage import GuardStage
+from garrison.guard.verdicts import GuardCollector
 from garrison.service import InferenceService
 
 router = APIRouter(tags=["metrics"])
@@ -75,9 +77,12 @@ class ServiceCollector(Collector):
 
 
 def metrics_registry(service: InferenceService) -> CollectorRegistry:
-    """A registry of this app's own: the service collector only (no process-global default registry)."""
+    """A registry of this app's own: the service and guardrail collectors (no process-global registry)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(service))
+    for stage in service.stages:
+        if isinstance(stage, GuardStage):
+            registry.register(GuardCollector(stage.guardrails))
     return registry
 
 

@@ -85,12 +85,19 @@ def create(
     expires: str | None = typer.Option(
         None, "--expires", help="A duration (30d, 12h) or a date (YYYY-MM-DD)."
     ),
+    policy: str | None = typer.Option(
+        None, "--policy", help="Guardrail policy (see `garrison guard check`); default: the environment's."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object (id, key, name, env, ...)."),
 ) -> None:
     """Create an API key and print its secret (shown once, never stored)."""
+    from garrison.guard.policies import Policies
     from garrison.security.principal import Limits
+    from garrison.settings import load_settings
     from garrison.store.times import parse_expiry
 
+    if policy is not None:
+        _run(lambda: Policies(load_settings().guardrails).check_name(policy))
     with _security() as security:
         now = security.guard.clock()
         issued = _run(
@@ -102,6 +109,7 @@ def create(
                 clearance=clearance,
                 limits=Limits(rpm, tpm, daily_tokens),
                 expires_at=parse_expiry(expires, now) if expires else None,
+                policy=policy,
             )
         )
         if as_json:
@@ -127,7 +135,7 @@ def list_keys(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
         return
     table = Table(title="API keys")
     table.add_column("id", no_wrap=True)
-    for column in ("name", "env", "scopes", "models", "clearance", "limits", "status", "expires"):
+    for column in ("name", "env", "scopes", "models", "clearance", "policy", "limits", "status", "expires"):
         table.add_column(column, overflow="fold")
     for k in keys:
         limits = [
@@ -142,6 +150,7 @@ def list_keys(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
             ", ".join(k["scopes"]),
             ", ".join(k["models"]),
             k["clearance"],
+            k["policy"] or "-",
             " ".join(x for x in limits if x) or "-",
             k["status"],
             (k["expires_at"] or "-")[:10],

@@ -78,6 +78,8 @@ def run(settings: Any) -> None:
         )
     auth_note = f"auth on, env {settings.auth.env}" if security.auth_enabled else "auth OFF (loopback only)"
     typer.echo(f"garrison listening on http://{settings.host}:{settings.port}  ({auth_note})", err=True)
+    if getattr(app.state, "console", None) is not None:
+        typer.echo(f"console at http://{settings.host}:{settings.port}/console  (garrison users create NAME)", err=True)
     try:
         uvicorn.Server(uvicorn_config(app, settings)).run()
     finally:

@@ -235,7 +235,9 @@ class Ledger:
         if self.security is None:
             return
         ticket = Ticket(origin, caller, model or "", prompt_record(request), dict(request.annotations))
-        event = self._event(ticket, "request", exc.status, error=exc, reason=exc.message)
+        event = self._event(  # a stage's verdicts (why a guard refused it) stay on the record
+            ticket, "request", exc.status, error=exc, reason=exc.message, details=ticket.annotations
+        )
         event.model = model
         self.security.audit.append(event)
         origin.records += 1

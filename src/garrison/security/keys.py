@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 TOKEN_PREFIX = "gsk"
 _ALPHABET = string.ascii_letters + string.digits
 _SECRET_LENGTH = 40  # ~238 bits from a 62-letter alphabet
+_POLICY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOKEN = re.compile(r"^gsk_(dev|staging|prod)_([0-9a-f]{12})_([0-9A-Za-z]{40})$")
 
 
@@ -112,6 +113,7 @@ class KeyRecord:
     expires_at: float | None = None
     revoked_at: float | None = None
     rotated_at: float | None = None
+    policy: str | None = None
 
     def status(self, now: float) -> str:
         """active, revoked or expired."""
@@ -130,6 +132,7 @@ class KeyRecord:
             models=frozenset(self.models),
             clearance=self.clearance,
             limits=self.limits,
+            policy=self.policy,
         )
 
     def to_dict(self, now: float) -> dict[str, Any]:
@@ -142,6 +145,7 @@ class KeyRecord:
             "scopes": list(self.scopes),
             "models": list(self.models),
             "clearance": self.clearance,
+            "policy": self.policy,
             **self.limits.to_dict(),
             "status": self.status(now),
             "created_at": to_iso(self.created_at),
@@ -193,10 +197,15 @@ class KeyStore:
         clearance: str = "public",
         limits: Limits | None = None,
         expires_at: float | None = None,
+        policy: str | None = None,
     ) -> IssuedKey:
-        """Create a key and return it with its secret (shown once)."""
+        """Create a key and return it with its secret (shown once); `policy` names its guardrail policy."""
+        if policy is not None and not _POLICY_NAME.match(policy):
+            raise InvalidRequest("a policy name is 1 to 64 letters, digits, '.', '_' or '-'", param="policy")
         with self._store.transaction() as conn:
-            return self._insert(conn, name, env, scopes, models, clearance, limits or Limits(), expires_at)
+            return self._insert(
+                conn, name, env, scopes, models, clearance, limits or Limits(), expires_at, policy
+            )
 
     def bootstrap_admin(self, env: str) -> IssuedKey | None:
         """Create the first admin key of `env` if the environment has no key at all (atomically)."""
@@ -294,13 +303,14 @@ class KeyStore:
         clearance: str,
         limits: Limits,
         expires_at: float | None,
+        policy: str | None = None,
     ) -> IssuedKey:
         scopes, models = _check(name, env, scopes, models, clearance, limits)
         now = self._clock()
         key_id = secrets.token_hex(6)
         conn.execute(
             "INSERT INTO api_keys (id, name, env, scopes, models, clearance, rpm, tpm, daily_tokens, "
-            "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, expires_at, policy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key_id,
                 name.strip(),
@@ -313,6 +323,7 @@ class KeyStore:
                 limits.daily_tokens,
                 to_iso(now),
                 _iso_or_none(expires_at),
+                policy,
             ),
         )
         token = self._new_token(env, key_id)
@@ -374,6 +385,7 @@ def _record(row: sqlite3.Row) -> KeyRecord:
         expires_at=_epoch_or_none(row["expires_at"]),
         revoked_at=_epoch_or_none(row["revoked_at"]),
         rotated_at=_epoch_or_none(row["rotated_at"]),
+        policy=row["policy"],
     )
 
 

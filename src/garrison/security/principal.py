@@ -35,6 +35,7 @@ class Principal:
     models: frozenset[str]
     clearance: str = "public"
     limits: Limits = field(default_factory=Limits)
+    policy: str | None = None  # guardrail policy name; None: the environment's default
 
     @classmethod
     def anonymous(cls, env: str = "dev") -> Principal:
@@ -66,4 +67,5 @@ class Principal:
             "models": sorted(self.models),
             "clearance": self.clearance,
             "limits": self.limits.to_dict(),
+            "policy": self.policy,
         }

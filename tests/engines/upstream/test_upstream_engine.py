@@ -410,3 +410,23 @@ def test_config_validates_urls() -> None:
     config = UpstreamModelConfig(id="m", engine="ollama", upstreams=["http://ws1:11434/api/"])
     assert config.upstreams == ["http://ws1:11434"] and config.remote_name == "m"
     assert config.capabilities == ["chat", "completions", "fim"]
+
+
+async def test_the_service_fetches_whole_answers_in_one_upstream_call(upstreams: list[ScriptedUpstream],
+                                                                     tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from garrison.service import InferenceService
+    from garrison.settings import load_settings
+
+    up = upstreams[0]
+    settings = load_settings(home=tmp_path, default_model=False, engine={"embeddings": False}, models=[
+        {"id": "remote", "engine": "openai", "upstreams": [up.openai_base], "upstream_model": "up-model"}])
+    service = InferenceService.from_settings(settings)
+    try:
+        result = await service.complete(_chat(stream=True))
+        first, rest = await service.start(_chat(stream=True))
+        streamed = [first, *[e async for e in rest]]
+    finally:
+        await service.aclose()
+    assert result.text == "Hello!" and result.usage.completion_tokens == 3
+    assert [body["stream"] for _, body, _ in up.requests] == [False, True]
+    assert "".join(e.text for e in streamed if isinstance(e, TokenDelta)) == "Hello!"

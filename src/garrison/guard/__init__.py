@@ -1,0 +1,1 @@
+"""Offline guardrails: PII and secret redaction, prompt-injection screening and egress by data class."""
