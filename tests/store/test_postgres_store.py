@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 from pathlib import Path
@@ -51,6 +52,9 @@ def test_migrations_apply_once_and_columns_are_double_precision(url: str) -> Non
 def test_database_url_alias_still_selects_postgres(url: str) -> None:
     store = open_store(Settings(database_url=url))
     assert store.dialect == "postgresql"
+    store.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)", (999, "x", "t"))
+    with pytest.raises(sqlite3.IntegrityError):  # the sqlite3 surface callers catch (duplicate names)
+        store.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)", (999, "x", "t"))
     store.close()
 
 

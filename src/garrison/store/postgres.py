@@ -94,6 +94,8 @@ class PgConnection:
         idle = not self.in_transaction
         try:
             return self._execute(sql, params)
+        except psycopg.IntegrityError as exc:  # callers catch sqlite3's (a duplicate user name, say)
+            raise sqlite3.IntegrityError(str(exc).splitlines()[0]) from exc
         except psycopg.OperationalError:
             # A connection the server dropped is only noticed when used: outside a transaction, a BEGIN or
             # a read is safe to try once more on a fresh connection (a write might have committed).
