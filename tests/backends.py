@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -152,3 +153,28 @@ class UpstreamThread:
         asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=30)
+
+
+def start_gateway(config: Path, home: Path) -> Any:
+    """`garrison serve` on a free loopback port with this config and home, no embedded models; a Process."""
+    import os
+
+    sys.path.insert(0, str(Path(__file__).parent / "engines" / "upstream"))
+    from peers import Process, free_port
+
+    env = {k: v for k, v in os.environ.items() if k != "GARRISON_CONFIG"}
+    port = free_port()
+    cmd = [sys.executable, "-m", "garrison", "serve", "--config", str(config), "--home", str(home),
+           "--host", "127.0.0.1", "--port", str(port), "--no-default-model", "--no-embeddings"]
+    gateway = Process(cmd, f"http://127.0.0.1:{port}/health", f"gateway on port {port}", env).start()
+    gateway.url = f"http://127.0.0.1:{port}"
+    return gateway
+
+
+def chat(url: str, key: str) -> Any:
+    """One short chat completion through a gateway (the scripted upstream's model is `remote`)."""
+    import httpx
+
+    body = {"model": "remote", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"},
+                      timeout=60)

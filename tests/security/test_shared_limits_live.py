@@ -6,8 +6,6 @@ The engine behind both is a scripted OpenAI upstream (the limits are what is tes
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,14 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backends import RedisServer, UpstreamThread
+from backends import RedisServer, UpstreamThread, chat, start_gateway
 from garrison.security import connect
 from garrison.security.principal import Limits
 from garrison.security.shared_limits import DEGRADED
 from garrison.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "engines" / "upstream"))
-from peers import Process, free_port  # noqa: E402
 
 
 @dataclass
@@ -59,14 +54,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         f'[[models]]\nid = "remote"\nengine = "openai"\nupstreams = ["{upstream.server.openai_base}"]\n'
         'upstream_model = "up-model"\n'
     )
-    env = {k: v for k, v in os.environ.items() if k != "GARRISON_CONFIG"}
     gateways = []
     try:
         for _ in range(2):  # one after the other: the first creates the store and the admin key
-            port = free_port()
-            cmd = [sys.executable, "-m", "garrison", "serve", "--config", str(config), "--home", str(home),
-                   "--host", "127.0.0.1", "--port", str(port), "--no-default-model", "--no-embeddings"]
-            gateways.append(Process(cmd, f"http://127.0.0.1:{port}/health", f"gateway on {port}", env).start())
+            gateways.append(start_gateway(config, home))
         yield Pair(home, [g.ready_url.removesuffix("/health") for g in gateways], redis_server)
     finally:
         for g in gateways:
@@ -75,16 +66,12 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         redis_server.stop()
 
 
-def _chat(url: str, key: str) -> httpx.Response:
-    body = {"model": "remote", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-    return httpx.post(f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"},
-                      timeout=60)
 
 
 def test_twenty_concurrent_requests_across_two_gateways_admit_at_most_six(pair: Pair) -> None:
     key = pair.key("rpm5", rpm=5)
     with ThreadPoolExecutor(20) as pool:
-        answers = list(pool.map(lambda i: _chat(pair.urls[i % 2], key), range(20)))
+        answers = list(pool.map(lambda i: chat(pair.urls[i % 2], key), range(20)))
     statuses = [a.status_code for a in answers]
     admitted = statuses.count(200)
     assert 5 <= admitted <= 6, statuses
@@ -97,11 +84,11 @@ def test_twenty_concurrent_requests_across_two_gateways_admit_at_most_six(pair: 
 
 def test_redis_stopped_mid_run_requests_continue_audited_as_degraded(pair: Pair) -> None:
     key = pair.key("rpm100", rpm=100)
-    assert [_chat(u, key).status_code for u in pair.urls] == [200, 200]
+    assert [chat(u, key).status_code for u in pair.urls] == [200, 200]
     assert all(httpx.get(f"{u}/health").json()["status"] == "ok" for u in pair.urls)
     pair.redis.stop()
     try:
-        answers = [_chat(pair.urls[i % 2], key) for i in range(4)]
+        answers = [chat(pair.urls[i % 2], key) for i in range(4)]
         assert [a.status_code for a in answers] == [200] * 4
         healths = [httpx.get(f"{u}/health").json() for u in pair.urls]
         assert [h["status"] for h in healths] == ["degraded", "degraded"]
@@ -112,4 +99,4 @@ def test_redis_stopped_mid_run_requests_continue_audited_as_degraded(pair: Pair)
         assert limits == [None, None, DEGRADED, DEGRADED, DEGRADED, DEGRADED]
     finally:
         pair.redis.start()
-    assert _chat(pair.urls[0], key).status_code == 200
+    assert chat(pair.urls[0], key).status_code == 200

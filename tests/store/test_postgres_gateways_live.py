@@ -3,24 +3,18 @@ keys, one budget per key, one verifiable audit chain. The engine is a scripted O
 
 from __future__ import annotations
 
-import os
-import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 
-from backends import PostgresCluster, RedisServer, UpstreamThread
+from backends import PostgresCluster, RedisServer, UpstreamThread, chat, start_gateway
 from garrison.security import Security, connect
 from garrison.security.principal import Limits
 from garrison.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "engines" / "upstream"))
-from peers import Process, free_port  # noqa: E402
 
 
 @dataclass
@@ -39,8 +33,7 @@ def gateways(postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
     redis_server = RedisServer(tmp_path_factory.mktemp("pg-redis")).start()
     upstream = UpstreamThread().start()
     secret = root / "shared.secret"
-    env = {k: v for k, v in os.environ.items() if k != "GARRISON_CONFIG"}
-    procs: list[Process] = []
+    procs: list[Any] = []
     try:
         for name in ("a", "b"):
             home = root / name
@@ -51,10 +44,7 @@ def gateways(postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
                 f'[[models]]\nid = "remote"\nengine = "openai"\nupstreams = ["{upstream.server.openai_base}"]\n'
                 'upstream_model = "up-model"\n'
             )
-            port = free_port()
-            cmd = [sys.executable, "-m", "garrison", "serve", "--config", str(config), "--home", str(home),
-                   "--host", "127.0.0.1", "--port", str(port), "--no-default-model", "--no-embeddings"]
-            procs.append(Process(cmd, f"http://127.0.0.1:{port}/health", f"gateway {name}", env).start())
+            procs.append(start_gateway(config, home))
         settings = Settings(home=root / "cli", store={"url": url}, auth={"secret_file": secret})
         yield Gateways([p.ready_url.removesuffix("/health") for p in procs], settings)
     finally:
@@ -64,10 +54,6 @@ def gateways(postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
         redis_server.stop()
 
 
-def _chat(url: str, key: str, max_tokens: int = 4) -> httpx.Response:
-    body = {"model": "remote", "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}
-    return httpx.post(f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"},
-                      timeout=60)
 
 
 def test_one_key_one_limit_one_chain_across_two_gateways(gateways: Gateways) -> None:
@@ -75,11 +61,11 @@ def test_one_key_one_limit_one_chain_across_two_gateways(gateways: Gateways) -> 
     try:
         issued = security.keys.create(name="rpm5", env="dev", limits=Limits(rpm=5))
         with ThreadPoolExecutor(20) as pool:
-            answers = list(pool.map(lambda i: _chat(gateways.urls[i % 2], issued.token), range(20)))
+            answers = list(pool.map(lambda i: chat(gateways.urls[i % 2], issued.token), range(20)))
         statuses = [a.status_code for a in answers]
         assert 5 <= statuses.count(200) <= 6 and statuses.count(429) == 20 - statuses.count(200), statuses
         security.keys.revoke(issued.record.id)  # revoked through the shared store: both gateways refuse it
-        assert [_chat(u, issued.token).status_code for u in gateways.urls] == [401, 401]
+        assert [chat(u, issued.token).status_code for u in gateways.urls] == [401, 401]
         verification = security.audit.verify()
         assert verification.ok, verification
         mine = [r for r in security.audit.query(limit=None) if r["key_id"] == issued.record.id]
@@ -95,7 +81,7 @@ def test_a_daily_budget_is_one_budget_across_gateways(gateways: Gateways) -> Non
         issued = security.keys.create(name="daily", env="dev", limits=Limits(daily_tokens=60))
         spent = []
         for i in range(8):
-            answer = _chat(gateways.urls[i % 2], issued.token)
+            answer = chat(gateways.urls[i % 2], issued.token)
             if answer.status_code == 429:
                 assert answer.json()["error"]["code"] == "daily_budget_exceeded"
                 break

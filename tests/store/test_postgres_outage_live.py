@@ -5,24 +5,20 @@ it stops it. The engine is a scripted OpenAI upstream."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from backends import PostgresCluster, UpstreamThread
+from backends import PostgresCluster, UpstreamThread, chat, start_gateway
 from garrison.security import Security, connect
 from garrison.security.outage import OFFLINE
 from garrison.security.principal import Limits
 from garrison.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "engines" / "upstream"))
-from peers import Process, free_port  # noqa: E402
 
 
 @dataclass
@@ -45,8 +41,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("outage")
     upstream = UpstreamThread().start()
     secret = root / "shared.secret"
-    env = {k: v for k, v in os.environ.items() if k != "GARRISON_CONFIG"}
-    procs: list[Process] = []
+    procs: list[Any] = []
     homes = []
     try:
         for name in ("a", "b"):
@@ -58,11 +53,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 f'[[models]]\nid = "remote"\nengine = "openai"\nupstreams = ["{upstream.server.openai_base}"]\n'
                 'upstream_model = "up-model"\n'
             )
-            port = free_port()
-            cmd = [sys.executable, "-m", "garrison", "serve", "--config", str(home / "garrison.toml"),
-                   "--home", str(home), "--host", "127.0.0.1", "--port", str(port), "--no-default-model",
-                   "--no-embeddings"]
-            procs.append(Process(cmd, f"http://127.0.0.1:{port}/health", f"gateway {name}", env).start())
+            procs.append(start_gateway(home / "garrison.toml", home))
         settings = Settings(home=root / "cli", store={"url": url}, auth={"secret_file": secret})
         yield Site([p.ready_url.removesuffix("/health") for p in procs], settings, cluster, homes)
     finally:
@@ -75,10 +66,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         shutil.rmtree(cluster.directory, ignore_errors=True)
 
 
-def _chat(url: str, key: str) -> httpx.Response:
-    body = {"model": "remote", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-    return httpx.post(f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"},
-                      timeout=60)
 
 
 def test_postgres_stopped_mid_load_keys_work_and_audit_is_queued_then_appended(site: Site) -> None:
@@ -90,17 +77,17 @@ def test_postgres_stopped_mid_load_keys_work_and_audit_is_queued_then_appended(s
     finally:
         security.close()
     for url in site.urls:  # verified against the database by both gateways
-        assert _chat(url, key.token).status_code == 200
-        assert _chat(url, budget.token).status_code == 200
+        assert chat(url, key.token).status_code == 200
+        assert chat(url, budget.token).status_code == 200
 
     site.cluster.stop()
     try:
         with ThreadPoolExecutor(10) as pool:
-            answers = list(pool.map(lambda i: _chat(site.urls[i % 2], key.token), range(10)))
+            answers = list(pool.map(lambda i: chat(site.urls[i % 2], key.token), range(10)))
         assert [a.status_code for a in answers] == [200] * 10
-        refused = _chat(site.urls[0], unseen.token)  # never verified: it cannot be checked now
+        refused = chat(site.urls[0], unseen.token)  # never verified: it cannot be checked now
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "store_unavailable"
-        daily = _chat(site.urls[1], budget.token)  # verified, but its budget lives in the database
+        daily = chat(site.urls[1], budget.token)  # verified, but its budget lives in the database
         assert daily.status_code == 503 and "daily token budget" in daily.json()["error"]["message"]
         healths = [httpx.get(f"{u}/health", timeout=30).json() for u in site.urls]
         assert [h["status"] for h in healths] == ["degraded", "degraded"]
@@ -127,4 +114,4 @@ def test_postgres_stopped_mid_load_keys_work_and_audit_is_queued_then_appended(s
         assert any(r["key_id"] == unseen.record.id or r["status"] == 503 for r in records)
     finally:
         security.close()
-    assert _chat(site.urls[0], unseen.token).status_code == 200  # the database answers again
+    assert chat(site.urls[0], unseen.token).status_code == 200  # the database answers again

@@ -15,7 +15,6 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any, cast
 
 import psycopg
@@ -147,21 +146,6 @@ class PostgresStore(Store):
         with self._lock:
             self._connections.append(conn)
         return cast(sqlite3.Connection, conn)
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self.connection()
-        if conn.in_transaction:
-            yield conn
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def migration_sql(self, statement: str) -> str:
         return ddl(statement)
