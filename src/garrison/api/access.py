@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from garrison.api.context import RequestContext, get_context
 from garrison.api.errors import error_body, error_headers
 from garrison.audit.log import AuditEvent, AuditLog
-from garrison.errors import AuditWriteError, GarrisonError, Unauthenticated
+from garrison.errors import AuditWriteError, GarrisonError, StoreUnavailable, Unauthenticated
 from garrison.pipeline.ledger import decision_for
 from garrison.registry import ModelInfo
 from garrison.security import Security
@@ -93,6 +93,10 @@ class RequestContextMiddleware:
                 ctx.principal = security.guard.authenticate(_header(scope, b"authorization"))
             except Unauthenticated as exc:
                 ctx.deny(exc.message)
+                ctx.note(exc)
+                await exchange.respond_error(exc)
+                return
+            except StoreUnavailable as exc:  # a shared store's outage, and this key is not in the grace cache
                 ctx.note(exc)
                 await exchange.respond_error(exc)
                 return

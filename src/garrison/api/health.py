@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -26,7 +28,11 @@ async def health(service: ServiceDep) -> JSONResponse:
             entry["error"] = failure
             problems.append(f"{m.id}: {failure}")
         models.append(entry)
-    body = {"status": "unavailable" if problems else "ok", "version": __version__, "models": models}
+    security = service.ledger.security
+    backends = await asyncio.to_thread(security.health) if security is not None else {}
+    degraded = any(b.get("state") != "ok" for b in backends.values())
+    body = {"status": "unavailable" if problems else "degraded" if degraded else "ok", "version": __version__,
+            "models": models, **({"backends": backends} if backends else {})}
     if problems:
         body["reason"] = "; ".join(problems)
     return JSONResponse(body, status_code=503 if problems else 200)

@@ -8,13 +8,14 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from garrison.audit.chain import GENESIS, Verification, record_hash, record_mac, verify_chain
 from garrison.audit.group_commit import GroupCommit
+from garrison.audit.spool import AuditSpool, Usage
 from garrison.errors import AuditWriteError
 from garrison.store import Store
 from garrison.store.times import Clock, to_iso
@@ -72,6 +73,10 @@ class AuditLog:
         self._clock = clock
         self._lock = threading.RLock()
         self._group = GroupCommit(store) if group_commit else None
+        self._depth = threading.local()
+        # Set for a shared store (PostgreSQL): records queue here while it is unreachable (audit/spool.py).
+        self.spool: AuditSpool | None = None
+        self.replay_usage: Callable[[str, str, str, int, int], None] | None = None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -80,6 +85,7 @@ class AuditLog:
         With group commit (the default) concurrent transactions share one fsync; each still returns only once
         its own writes are durable, whoever the caller is.
         """
+        self._depth.n = getattr(self._depth, "n", 0) + 1
         try:
             if self._group is not None:
                 with self._group.unit() as conn:
@@ -87,21 +93,68 @@ class AuditLog:
             else:
                 with self._lock, self._store.transaction() as conn:
                     yield conn
-        except (sqlite3.Error, OSError, RuntimeError) as exc:
+        except self._store.errors + (OSError, RuntimeError) as exc:
             raise AuditWriteError(
                 f"the audit record could not be written ({type(exc).__name__}: {exc})"
             ) from exc
+        finally:
+            self._depth.n -= 1
 
-    def append(self, event: AuditEvent) -> dict[str, Any]:
-        """Chain and commit one record; raises AuditWriteError when it could not be made durable."""
-        with self.transaction() as conn:
-            last = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-            record = self._record(
-                event, seq=last[0] + 1 if last else 1, prev_hash=last[1] if last else GENESIS
-            )
-            columns = ", ".join(record)
-            marks = ", ".join("?" for _ in record)
-            conn.execute(f"INSERT INTO audit_log ({columns}) VALUES ({marks})", tuple(record.values()))
+    def append(self, event: AuditEvent, *, usage: Usage | None = None) -> dict[str, Any]:
+        """Chain and commit one record (and the `usage` it settles, with it); raises AuditWriteError when it
+        could not be made durable. With a spool, a record the unreachable store cannot take is queued on
+        disk instead (as durable), and queued records go first once the store answers."""
+        outermost = getattr(self._depth, "n", 0) == 0
+        if self.spool is not None and outermost and not self.ready():
+            return self._queue(event, usage)
+        try:
+            with self.transaction() as conn:
+                if usage is not None and self.replay_usage is not None:
+                    self.replay_usage(*usage)
+                return self._insert(conn, event)
+        except AuditWriteError as exc:
+            if self.spool is None or not outermost or not self._store.is_outage(exc):
+                raise
+            return self._queue(event, usage)
+
+    def ready(self) -> bool:
+        """No record waits in the spool, or every queued one was appended now (in order); False while the
+        store stays unreachable."""
+        spool = self.spool
+        if spool is None or not spool.pending:
+            return True
+        with spool.lock:
+            try:
+                for queued in spool.entries():
+                    event = AuditEvent(**queued.event)
+                    with self.transaction() as conn:
+                        if conn.execute(  # idempotent: a replay cut short never doubles a record
+                            "SELECT 1 FROM audit_log WHERE request_id = ? AND event = ? AND ts = ?",
+                            (event.request_id, event.event, to_iso(queued.at)),
+                        ).fetchone():
+                            continue
+                        if queued.usage is not None and self.replay_usage is not None:
+                            self.replay_usage(*queued.usage)
+                        self._insert(conn, event, at=queued.at)
+            except AuditWriteError as exc:
+                if self._store.is_outage(exc):
+                    return False
+                raise
+            spool.clear()
+        return True
+
+    def _queue(self, event: AuditEvent, usage: Usage | None) -> dict[str, Any]:
+        assert self.spool is not None
+        at = self._clock()
+        self.spool.put(event, at, usage)
+        return {"queued": True, "request_id": event.request_id, "event": event.event, "ts": to_iso(at)}
+
+    def _insert(self, conn: sqlite3.Connection, event: AuditEvent, *, at: float | None = None) -> dict[str, Any]:
+        last = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        record = self._record(event, seq=last[0] + 1 if last else 1, prev_hash=last[1] if last else GENESIS, at=at)
+        columns = ", ".join(record)
+        marks = ", ".join("?" for _ in record)
+        conn.execute(f"INSERT INTO audit_log ({columns}) VALUES ({marks})", tuple(record.values()))
         return record
 
     def query(
@@ -173,10 +226,10 @@ class AuditLog:
         )
         return [row[0] for row in rows]
 
-    def _record(self, event: AuditEvent, *, seq: int, prev_hash: str) -> dict[str, Any]:
+    def _record(self, event: AuditEvent, *, seq: int, prev_hash: str, at: float | None = None) -> dict[str, Any]:
         record: dict[str, Any] = {
             "seq": seq,
-            "ts": to_iso(self._clock()),
+            "ts": to_iso(self._clock() if at is None else at),
             "request_id": event.request_id,
             "key_id": event.key_id,
             "key_name": event.key_name,

@@ -14,11 +14,12 @@ from typing import Any
 
 from garrison.audit.log import AuditEvent
 from garrison.domain import EmbeddingRequest, FinishReason, GenerationRequest
-from garrison.errors import GarrisonError, InvalidRequest, RateLimited
+from garrison.errors import AuditWriteError, GarrisonError, InvalidRequest, RateLimited
 from garrison.security import Security
+from garrison.security.outage import OFFLINE
 from garrison.security.principal import CLEARANCES, Principal
 from garrison.security.quotas import Grant
-from garrison.store.times import seconds_until_next_day
+from garrison.store.times import seconds_until_next_day, utc_day
 
 _DENIALS = (401, 403, 429)
 # Tokens a chat template adds around each message (role markers, separators), for the estimate.
@@ -117,6 +118,10 @@ class Outcome:
     response_text: str | None = None
 
 
+class _Queued(Exception):
+    """Records wait in the outage spool: this one must queue behind them."""
+
+
 class Ledger:
     """Authorization, quota admission and settlement, and audit records, all from domain facts."""
 
@@ -163,11 +168,15 @@ class Ledger:
         if security is None:
             return ticket
         try:
+            if not security.audit.ready():  # records queued in an outage go first: this one joins them
+                return self._admit_offline(ticket, request, completion_tokens, open_ended)
             with security.audit.transaction():
                 if not caller.is_anonymous:
                     ticket.grant = security.guard.admit(
                         caller, estimate_prompt_tokens(request), completion_tokens, open_ended=open_ended
                     )
+                if ticket.grant is not None and ticket.grant.via not in ("store", "redis"):
+                    ticket.annotations["limits"] = ticket.grant.via  # degraded: shared limits unreachable
                 details = dict(ticket.annotations)
                 if ticket.grant is not None and ticket.grant.reserved:
                     details["reserved_tokens"] = ticket.grant.reserved
@@ -175,7 +184,33 @@ class Ledger:
         except RateLimited as exc:
             self.refuse(origin, caller, model, request, exc)
             raise
+        except AuditWriteError as exc:
+            if not security.store_outage(exc):
+                raise
+            return self._admit_offline(ticket, request, completion_tokens, open_ended)
         origin.records += 1
+        return ticket
+
+    def _admit_offline(
+        self, ticket: Ticket, request: GenerationRequest | EmbeddingRequest, completion_tokens: int, open_ended: bool
+    ) -> Ticket:
+        """Admission while the shared store is unreachable: memory or Redis buckets, the record queued on disk."""
+        security, caller = self.security, ticket.caller
+        assert security is not None and security.offline is not None
+        ticket.annotations["store"] = OFFLINE
+        try:
+            if not caller.is_anonymous:
+                ticket.grant = security.offline.admit(
+                    caller, estimate_prompt_tokens(request), completion_tokens, open_ended=open_ended
+                )
+        except GarrisonError as exc:  # RateLimited, or StoreUnavailable for a daily budget
+            self.refuse(ticket.origin, caller, ticket.model, request, exc)
+            raise
+        details = dict(ticket.annotations)
+        if ticket.grant is not None and ticket.grant.reserved:
+            details["reserved_tokens"] = ticket.grant.reserved
+        security.audit.append(self._event(ticket, "request.admitted", RUNNING, details=details))
+        ticket.origin.records += 1
         return ticket
 
     def now(self) -> float:
@@ -223,12 +258,28 @@ class Ledger:
             details=details, response_text=outcome.response_text,
         )
         event.prompt_tokens, event.completion_tokens = outcome.prompt_tokens, outcome.completion_tokens
-        with security.audit.transaction():
-            if ticket.grant is not None:
-                security.guard.record_usage(
-                    ticket.caller, ticket.model, outcome.prompt_tokens, outcome.completion_tokens, grant=ticket.grant
-                )
-            security.audit.append(event)
+        try:
+            if not security.audit.ready():
+                raise _Queued
+            with security.audit.transaction():
+                if ticket.grant is not None:
+                    security.guard.record_usage(
+                        ticket.caller, ticket.model, outcome.prompt_tokens, outcome.completion_tokens,
+                        grant=ticket.grant,
+                    )
+                security.audit.append(event)
+        except (AuditWriteError, _Queued) as exc:
+            if isinstance(exc, AuditWriteError) and not security.store_outage(exc):
+                raise
+            assert security.offline is not None
+            usage = None
+            if ticket.grant is not None:  # settled in its buckets now; its usage row comes with the record
+                security.offline.settle(ticket.caller, ticket.grant, outcome.prompt_tokens, outcome.completion_tokens)
+                usage = (ticket.caller.key_id, ticket.model, utc_day(self.now()), outcome.prompt_tokens,
+                         outcome.completion_tokens)
+            if event.details is None or "store" not in event.details:
+                event.details = {**(event.details or {}), "store": OFFLINE}
+            security.audit.append(event, usage=usage)
         ticket.origin.records += 1
 
     def _event(

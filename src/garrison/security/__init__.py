@@ -7,13 +7,16 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from garrison.audit.log import AuditLog
+from garrison.audit.spool import AuditSpool
 from garrison.errors import ConfigError
+from garrison.security import outage
 from garrison.security.guard import Guard
 from garrison.security.keys import KeyStore, load_server_secret, write_private_file
 from garrison.security.principal import Limits, Principal
-from garrison.security.quotas import Quotas
+from garrison.security.shared_limits import open_limits
 from garrison.security.usage import UsageLedger
 from garrison.settings import Settings
 from garrison.store import Store, open_store
@@ -38,10 +41,31 @@ class Security:
     public_paths: frozenset[str] = frozenset({"/health"})
     audit_exclude_paths: frozenset[str] = frozenset({"/health"})
     bootstrap_key: str | None = field(default=None, repr=False)
+    offline: outage.OfflineQuotas | None = None  # admissions while a shared store is unreachable
+
+    def store_outage(self, exc: BaseException) -> bool:
+        """Whether `exc` is the shared store being unreachable and this gateway rides it out (degraded)."""
+        return self.offline is not None and self.store.is_outage(exc)
 
     def close(self) -> None:
         """Close the store's connections (call on server shutdown)."""
+        self.guard.quotas.close()
         self.store.close()
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """The state of shared backends (`state` ok or degraded), for /health; replays queued audit records."""
+        checks: dict[str, dict[str, Any]] = {"limits": dict(self.guard.quotas.health())}
+        spool = self.audit.spool
+        if self.offline is not None and spool is not None:
+            try:
+                reachable = self.audit.ready() and self.store.fetchone("SELECT 1") is not None
+            except self.store.errors as exc:
+                if not self.store.is_outage(exc):
+                    raise
+                reachable = False
+            cache = self.keys.cache
+            checks["store"] = outage.health(reachable, spool.count(), len(cache) if cache is not None else 0)
+        return checks
 
 
 def secret_path(settings: Settings) -> Path:
@@ -76,13 +100,23 @@ def connect(settings: Settings, *, clock: Clock = time.time) -> Security:
     env = settings.auth.env
     keys = KeyStore(store, secret, clock)
     usage = UsageLedger(store)
+    lim = settings.limits
+    quotas = open_limits(lim.url, store, usage, clock, retry_s=lim.retry_s, timeout_s=lim.timeout_s, prefix=lim.prefix)
+    audit = AuditLog(store, env=env, secret=secret, content=settings.audit.content, clock=clock,
+                     group_commit=settings.audit.group_commit)
+    offline = None
+    if store.dialect != "sqlite":  # a shared store can be away: ride out its outage (security/outage.py)
+        keys.cache = outage.KeyCache(settings.store.key_cache_size, settings.store.outage_grace, clock)
+        audit.spool = AuditSpool(settings.home / "audit-spool.jsonl", settings.store.spool_max_bytes)
+        audit.replay_usage = usage.record
+        offline = outage.OfflineQuotas(quotas, clock)
     return Security(
         store=store,
         keys=keys,
         usage=usage,
-        guard=Guard(keys, Quotas(store, usage, clock), env, clock),
-        audit=AuditLog(store, env=env, secret=secret, content=settings.audit.content, clock=clock,
-                       group_commit=settings.audit.group_commit),
+        guard=Guard(keys, quotas, env, clock),
+        audit=audit,
+        offline=offline,
         env=env,
         auth_enabled=settings.auth.enabled,
         public_paths=frozenset(settings.auth.public_paths),

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from garrison.errors import ConfigError, InvalidRequest, NotFound
 from garrison.security.principal import (
@@ -29,6 +29,9 @@ from garrison.security.principal import (
 )
 from garrison.store import Store
 from garrison.store.times import Clock, from_iso, to_iso
+
+if TYPE_CHECKING:
+    from garrison.security.outage import KeyCache
 
 TOKEN_PREFIX = "gsk"
 _ALPHABET = string.ascii_letters + string.digits
@@ -182,6 +185,7 @@ class KeyStore:
         self._store = store
         self._secret = server_secret
         self._clock = clock
+        self.cache: KeyCache | None = None  # set on a shared store: verified keys outlive its outage
 
     def digest(self, token: str) -> str:
         """The keyed hash stored for a secret."""
@@ -271,18 +275,28 @@ class KeyStore:
     def match(self, token: str, key_id: str) -> Match | None:
         """The key whose stored digest equals the token's, compared in constant time; None when none does."""
         digest = self.digest(token)
-        rows = self._store.fetchall(
-            "SELECT k.*, s.digest AS secret_digest, s.expires_at AS secret_expires_at "
-            "FROM api_keys k JOIN api_key_secrets s ON s.key_id = k.id WHERE k.id = ?",
-            (key_id,),
-        )
+        try:
+            rows = self._store.fetchall(
+                "SELECT k.*, s.digest AS secret_digest, s.expires_at AS secret_expires_at "
+                "FROM api_keys k JOIN api_key_secrets s ON s.key_id = k.id WHERE k.id = ?",
+                (key_id,),
+            )
+        except self._store.errors as exc:  # a shared store's outage: keys verified lately still work
+            if self.cache is None or not self._store.is_outage(exc):
+                raise
+            return self.cache.get(digest)
         found = None
         for row in rows:  # every row is compared, so timing does not depend on which one matches
             if hmac.compare_digest(row["secret_digest"], digest):
                 found = row
         if found is None:
+            if self.cache is not None:
+                self.cache.drop(digest)
             return None
-        return Match(_record(found), _epoch_or_none(found["secret_expires_at"]))
+        match = Match(_record(found), _epoch_or_none(found["secret_expires_at"]))
+        if self.cache is not None:
+            self.cache.put(digest, match)
+        return match
 
     def _insert(
         self,

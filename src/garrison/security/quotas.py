@@ -19,6 +19,8 @@ from garrison.security.usage import UsageLedger
 from garrison.store import Store
 from garrison.store.times import Clock, seconds_until_next_day, utc_day
 
+Conn = sqlite3.Connection
+
 # A reservation left by a process that died mid-request stops counting after this long.
 RESERVATION_TTL_S = 3600.0
 
@@ -68,6 +70,43 @@ class Grant:
     reserved: int
     limit: int | None = None
     reservation_id: str | None = None
+    via: str = "store"  # where its rpm/tpm buckets live: "store", "redis", or "store (redis unreachable)"
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What one admission asks of the rpm/tpm buckets, with the daily budget already read from the store."""
+
+    tokens: int  # prompt estimate plus the completion tokens asked for
+    least: int  # the fewest tokens the request can run with (its prompt and one token)
+    open_ended: bool  # no max_tokens: capped at what the tpm bucket holds
+    left: int | None  # tokens left in the daily budget (None: no daily budget)
+    spent: int = 0  # tokens used or reserved today (for the refusal message)
+
+
+def rpm_exceeded(rpm: int | None, wait: float) -> RateLimited:
+    return RateLimited(
+        f"key exceeded its requests-per-minute limit ({rpm} rpm); retry in {math.ceil(wait)}s",
+        retry_after=wait,
+        code="rpm_limit_exceeded",
+    )
+
+
+def tpm_exceeded(tpm: int | None, wait: float) -> RateLimited:
+    return RateLimited(
+        f"key exceeded its tokens-per-minute limit ({tpm} tpm); retry in {math.ceil(wait)}s",
+        retry_after=wait,
+        code="tpm_limit_exceeded",
+    )
+
+
+def daily_exceeded(daily: int | None, ask: Ask, now: float) -> RateLimited:
+    return RateLimited(
+        f"key exhausted its daily token budget ({daily} tokens/day, "
+        f"{ask.spent} used today, this request needs at least ~{ask.least}); it resets at 00:00 UTC",
+        retry_after=seconds_until_next_day(now),
+        code="daily_budget_exceeded",
+    )
 
 
 class Quotas:
@@ -96,52 +135,12 @@ class Quotas:
         least = max(1, prompt + (1 if completion else 0))  # the prompt and one token, or one unit of anything
         with self._store.transaction() as conn:
             now = self._clock()
-            limit: int | None = None
-            rpm = self._bucket(conn, key, "rpm", limits.rpm, now)
-            if rpm is not None and (wait := rpm.wait_for(1)) > 0:
-                raise RateLimited(
-                    f"key exceeded its requests-per-minute limit ({limits.rpm} rpm); "
-                    f"retry in {math.ceil(wait)}s",
-                    retry_after=wait,
-                    code="rpm_limit_exceeded",
-                )
+            left: int | None = None
+            spent = 0
             if limits.daily_tokens is not None:
-                day = utc_day(now)
-                spent = self._usage.tokens_on(key, day) + self._reserved(conn, key, day, now)
+                spent = self._usage.tokens_on(key, utc_day(now)) + self._reserved(conn, key, utc_day(now), now)
                 left = limits.daily_tokens - spent
-                if left < least:
-                    raise RateLimited(
-                        f"key exhausted its daily token budget ({limits.daily_tokens} tokens/day, "
-                        f"{spent} used today, this request needs at least ~{least}); it resets at 00:00 UTC",
-                        retry_after=seconds_until_next_day(now),
-                        code="daily_budget_exceeded",
-                    )
-                limit = left
-            capacity = limits.tpm
-            tpm = self._bucket(conn, key, "tpm", capacity, now)
-            if tpm is not None and capacity is not None:
-                if not ask:
-                    need, cap = 0, capacity
-                elif open_ended:
-                    need, cap = least, max(least, min(capacity, math.floor(tpm.level)))
-                else:
-                    need, cap = min(ask, capacity), capacity
-                limit = min(limit, cap) if limit is not None else cap
-                if (wait := tpm.wait_for(need)) > 0:
-                    raise RateLimited(
-                        f"key exceeded its tokens-per-minute limit ({capacity} tpm); "
-                        f"retry in {math.ceil(wait)}s",
-                        retry_after=wait,
-                        code="tpm_limit_exceeded",
-                    )
-            reserved = min(ask, limit) if limit is not None else ask
-            limit = reserved if limit is not None else None  # a request never spends past what it holds
-            if rpm is not None:
-                rpm.charge(1)
-                self._save(conn, key, "rpm", rpm)
-            if tpm is not None:
-                tpm.charge(reserved)
-                self._save(conn, key, "tpm", tpm)
+            reserved, limit, via = self._take(conn, principal, Ask(ask, least, open_ended, left, spent), now)
             reservation = None
             if limits.daily_tokens is not None and reserved:
                 reservation = uuid.uuid4().hex
@@ -149,7 +148,39 @@ class Quotas:
                     "INSERT INTO quota_reservations (id, key_id, day, tokens, expires_at) VALUES (?, ?, ?, ?, ?)",
                     (reservation, key, utc_day(now), reserved, now + RESERVATION_TTL_S),
                 )
-        return Grant(key, reserved, limit, reservation)
+        return Grant(key, reserved, limit, reservation, via)
+
+    def _take(self, conn: Conn, principal: Principal, ask: Ask, now: float) -> tuple[int, int | None, str]:
+        """Check rpm, the daily budget and tpm in that order, then charge the buckets (in the store's
+        transaction); returns the tokens reserved, the request's token limit, and where the buckets live."""
+        limits, key = principal.limits, principal.key_id
+        rpm = self._bucket(conn, key, "rpm", limits.rpm, now)
+        if rpm is not None and (wait := rpm.wait_for(1)) > 0:
+            raise rpm_exceeded(limits.rpm, wait)
+        limit = ask.left
+        if ask.left is not None and ask.left < ask.least:
+            raise daily_exceeded(limits.daily_tokens, ask, now)
+        capacity = limits.tpm
+        tpm = self._bucket(conn, key, "tpm", capacity, now)
+        if tpm is not None and capacity is not None:
+            if not ask.tokens:
+                need, cap = 0, capacity
+            elif ask.open_ended:
+                need, cap = ask.least, max(ask.least, min(capacity, math.floor(tpm.level)))
+            else:
+                need, cap = min(ask.tokens, capacity), capacity
+            limit = min(limit, cap) if limit is not None else cap
+            if (wait := tpm.wait_for(need)) > 0:
+                raise tpm_exceeded(capacity, wait)
+        reserved = min(ask.tokens, limit) if limit is not None else ask.tokens
+        limit = reserved if limit is not None else None  # a request never spends past what it holds
+        if rpm is not None:
+            rpm.charge(1)
+            self._save(conn, key, "rpm", rpm)
+        if tpm is not None:
+            tpm.charge(reserved)
+            self._save(conn, key, "tpm", tpm)
+        return reserved, limit, "store"
 
     def settle(
         self, principal: Principal, grant: Grant, model: str | None, prompt_tokens: int, completion_tokens: int
@@ -160,10 +191,7 @@ class Quotas:
         prompt, completion = max(0, prompt_tokens), max(0, completion_tokens)
         with self._store.transaction() as conn:
             now = self._clock()
-            tpm = self._bucket(conn, key, "tpm", principal.limits.tpm, now)
-            if tpm is not None:
-                tpm.charge(prompt + completion - grant.reserved)
-                self._save(conn, key, "tpm", tpm)
+            self._charge_tpm(conn, principal, grant, prompt + completion - grant.reserved, now)
             if grant.reservation_id is not None:
                 conn.execute("DELETE FROM quota_reservations WHERE id = ?", (grant.reservation_id,))
             if model is not None:
@@ -182,23 +210,43 @@ class Quotas:
                 day = utc_day(now)
                 spent = self._usage.tokens_on(key, day) + self._reserved(conn, key, day, now)
                 extra = min(extra, max(0, limits.daily_tokens - spent))
-            tpm = self._bucket(conn, key, "tpm", limits.tpm, now)
-            if tpm is not None:
-                extra = min(extra, max(0, math.floor(tpm.level)))
+            extra = self._extend_tpm(conn, principal, grant, extra, now)
             if extra <= 0:
                 return grant
-            if tpm is not None:
-                tpm.charge(extra)
-                self._save(conn, key, "tpm", tpm)
             if grant.reservation_id is not None:
                 conn.execute(
                     "UPDATE quota_reservations SET tokens = tokens + ? WHERE id = ?", (extra, grant.reservation_id)
                 )
-        return Grant(key, grant.reserved + extra, grant.reserved + extra, grant.reservation_id)
+        return Grant(key, grant.reserved + extra, grant.reserved + extra, grant.reservation_id, grant.via)
 
     def release(self, principal: Principal, grant: Grant) -> None:
         """Drop the grant of a request that never ran: its reservation goes, its tpm tokens come back."""
         self.settle(principal, grant, None, 0, 0)
+
+    def _charge_tpm(self, conn: Conn, principal: Principal, grant: Grant, amount: int, now: float) -> None:
+        """Charge (or, negative, refund) a settled request's tpm bucket."""
+        tpm = self._bucket(conn, principal.key_id, "tpm", principal.limits.tpm, now)
+        if tpm is not None:
+            tpm.charge(amount)
+            self._save(conn, principal.key_id, "tpm", tpm)
+
+    def _extend_tpm(self, conn: Conn, principal: Principal, grant: Grant, extra: int, now: float) -> int:
+        """Take up to `extra` more tokens from the tpm bucket, as many as it holds; returns those taken."""
+        tpm = self._bucket(conn, principal.key_id, "tpm", principal.limits.tpm, now)
+        if tpm is None:
+            return extra
+        extra = min(extra, max(0, math.floor(tpm.level)))
+        if extra > 0:
+            tpm.charge(extra)
+            self._save(conn, principal.key_id, "tpm", tpm)
+        return extra
+
+    def health(self) -> dict[str, str]:
+        """Where the rpm/tpm buckets live and whether that works (the store's own buckets always do)."""
+        return {"backend": "store", "state": "ok"}
+
+    def close(self) -> None:
+        """Release what the buckets hold open (nothing for the store's own)."""
 
     def _reserved(self, conn: sqlite3.Connection, key: str, day: str, now: float) -> int:
         row = conn.execute(

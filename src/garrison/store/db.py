@@ -1,4 +1,4 @@
-"""The one store: SQLite under GARRISON_HOME (WAL, migrations); its URL setting leaves room for PostgreSQL."""
+"""The one store: SQLite under GARRISON_HOME (WAL, migrations) by default, PostgreSQL by URL (store/postgres.py)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ class Store:
     """
 
     dialect = "sqlite"
+    # What a failed database operation raises on this backend (the audit log turns them into AuditWriteError).
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 10.0, migrations: str = "garrison.store") -> None:
         self.path = path
@@ -107,6 +109,14 @@ class Store:
         """Rows of a query, streamed (for exports and verification of long logs)."""
         yield from self.connection().execute(sql, params)
 
+    def is_outage(self, exc: BaseException) -> bool:
+        """Whether `exc` means the database is unreachable (never for an embedded SQLite file)."""
+        return False
+
+    def migration_sql(self, statement: str) -> str:
+        """A migration statement as this backend reads it (SQLite: as written)."""
+        return statement
+
     def close(self) -> None:
         """Close every connection this store opened, in every thread."""
         with self._lock:
@@ -127,8 +137,8 @@ def _create_private_file(path: Path) -> None:
 
 
 def open_store(settings: Settings) -> Store:
-    """The store named by `settings.database_url` (default: SQLite at `settings.sqlite_path`)."""
-    url = settings.database_url
+    """The store named by `store.url` (or its older alias `database_url`; default: SQLite under home)."""
+    url = settings.store.url or settings.database_url
     if not url:
         settings.ensure_home()
         return Store(settings.sqlite_path)
@@ -136,12 +146,13 @@ def open_store(settings: Settings) -> Store:
     if scheme == "sqlite":
         return Store(sqlite_path_from_url(url))
     if scheme in ("postgres", "postgresql"):
-        raise ConfigError(
-            "database_url names PostgreSQL, which garrison's store does not support yet; "
-            "leave database_url unset (SQLite under GARRISON_HOME) or use sqlite:///PATH"
-        )
+        from garrison.store.postgres import PostgresStore
+
+        return PostgresStore(url.replace("postgresql+psycopg://", "postgresql://", 1))
     # The URL itself is not echoed: it may carry a password.
-    raise ConfigError(f"database_url has an unsupported scheme '{scheme}'; use sqlite:///PATH")
+    raise ConfigError(
+        f"store.url has an unsupported scheme '{scheme}'; use sqlite:///PATH or postgresql://USER@HOST/DB"
+    )
 
 
 def sqlite_path_from_url(url: str) -> Path:

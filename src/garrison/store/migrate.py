@@ -62,10 +62,11 @@ def applied_versions(store: Store) -> set[int]:
 
 def migrate(store: Store, package: str = "garrison.store") -> list[int]:
     """Apply `package`'s pending migrations, each in its own transaction; returns the versions applied now."""
-    store.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations "
-        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-    )
+    with store.transaction() as conn:  # under the write lock: gateways starting together create it once
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
     known = available(package)
     versions = [m.version for m in known]
     if len(set(versions)) != len(versions):
@@ -89,7 +90,7 @@ def migrate(store: Store, package: str = "garrison.store") -> list[int]:
             ).fetchone():
                 continue
             for statement in statements(migration.sql):
-                conn.execute(statement)
+                conn.execute(store.migration_sql(statement))
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                 (migration.version, migration.name, to_iso(time.time())),
