@@ -104,18 +104,20 @@ def test_a_request_is_durably_recorded_when_admitted_before_it_ends(live_server:
     settings = live_server.settings
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Tell me a very long story."}],
             "max_tokens": 1900, "stream": True, "ignore_eos": True}
+    _, key = _key(live_server)
     elsewhere = connect(settings)  # another process's view of the store: what survives if this server dies
     try:
         with httpx.stream("POST", f"{live_server.openai_base}/chat/completions", json=body, timeout=60,
-                          headers=live_server.headers) as response:
+                          headers={"Authorization": f"Bearer {key}"}) as response:
             request_id = response.headers["x-request-id"]
-            next(response.iter_lines())
+            first = next(response.iter_lines())
+            assert response.status_code == 200, first
             verdict = elsewhere.audit.verify()
             rows = elsewhere.store.fetchall("SELECT event, status FROM audit_log WHERE request_id = ?",
                                             (request_id,))
     finally:
         elsewhere.close()
-    assert verdict.ok and request_id in verdict.unfinished
+    assert verdict.ok and request_id in verdict.unfinished, (first, [tuple(row) for row in rows])
     assert "admitted but never finished" in verdict.describe()
     assert [tuple(row) for row in rows] in ([("request.admitted", 102)],
                                             [("request.admitted", 102), ("request.finished", 200)])
