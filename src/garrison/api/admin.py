@@ -67,11 +67,18 @@ class KeyRotate(BaseModel):
 
 @router.post("/keys", status_code=201)
 def create_key(body: KeyCreate, security: Admin) -> JSONResponse:
-    """Create a key; the response is the only time its secret is shown."""
+    """Create a key of the server's environment; the response is the only time its secret is shown."""
+    if body.env is not None and body.env != security.env:
+        raise PermissionDenied(
+            f"this server serves the '{security.env}' environment and cannot create keys for '{body.env}'; "
+            f"use a '{body.env}' server's admin API or the garrison CLI on its store",
+            param="env",
+            code="wrong_environment",
+        )
     now = security.guard.clock()
     issued = security.keys.create(
         name=body.name,
-        env=body.env or security.env,
+        env=security.env,
         scopes=body.scopes,
         models=body.models,
         clearance=body.clearance,
@@ -83,28 +90,28 @@ def create_key(body: KeyCreate, security: Admin) -> JSONResponse:
 
 @router.get("/keys")
 def list_keys(security: Admin) -> dict[str, Any]:
-    """Every key with its status; never a secret."""
+    """Every key of the server's environment with its status; never a secret."""
     now = security.guard.clock()
-    return {"object": "list", "data": [k.to_dict(now) for k in security.keys.all()]}
+    return {"object": "list", "data": [k.to_dict(now) for k in security.keys.all(security.env)]}
 
 
 @router.get("/keys/{key_id}")
 def get_key(key_id: str, security: Admin) -> dict[str, Any]:
-    """One key (404 when unknown)."""
-    return security.keys.get(key_id).to_dict(security.guard.clock())
+    """One key (404 when unknown or of another environment)."""
+    return security.keys.get(key_id, security.env).to_dict(security.guard.clock())
 
 
 @router.post("/keys/{key_id}/revoke")
 def revoke_key(key_id: str, security: Admin) -> dict[str, Any]:
     """Revoke a key now."""
-    return security.keys.revoke(key_id).to_dict(security.guard.clock())
+    return security.keys.revoke(key_id, security.env).to_dict(security.guard.clock())
 
 
 @router.post("/keys/{key_id}/rotate")
 def rotate_key(key_id: str, security: Admin, body: KeyRotate | None = None) -> JSONResponse:
     """Give a key a new secret, optionally keeping the old one for a grace period."""
     grace = parse_duration(body.grace) if body and body.grace else 0.0
-    issued = security.keys.rotate(key_id, grace)
+    issued = security.keys.rotate(key_id, grace, security.env)
     return JSONResponse(issued.to_dict(security.guard.clock()), headers=_NO_STORE)
 
 
@@ -115,8 +122,9 @@ def usage(
     since: Annotated[str | None, Query(description="First day, YYYY-MM-DD.")] = None,
     until: Annotated[str | None, Query(description="Day after the last, YYYY-MM-DD.")] = None,
 ) -> dict[str, Any]:
-    """Requests and tokens per key, model and UTC day."""
+    """Requests and tokens per key, model and UTC day, for the keys of the server's environment."""
     rows = security.usage.rows(
+        env=security.env,
         key_id=key,
         since=utc_day(parse_when(since)) if since else None,
         until=utc_day(parse_when(until)) if until else None,
@@ -134,8 +142,9 @@ def audit(
     after: Annotated[int, Query(ge=0, description="Return records after this seq (paging).")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    """Audit records in seq order; page with `after` = the last seq seen."""
+    """The server environment's audit records in seq order; page with `after` = the last seq seen."""
     records = security.audit.query(
+        env=security.env,
         since=parse_when(since) if since else None,
         until=parse_when(until) if until else None,
         key_id=key,

@@ -86,12 +86,14 @@ class AuditLog:
         key_id: str | None = None,
         decision: str | None = None,
         after_seq: int = 0,
+        env: str | None = None,
         limit: int | None = 100,
     ) -> list[dict[str, Any]]:
         """Records in seq order matching the filters (`since` <= ts < `until`), from after `after_seq`."""
         return list(
             self.records(
-                since=since, until=until, key_id=key_id, decision=decision, after_seq=after_seq, limit=limit
+                since=since, until=until, key_id=key_id, decision=decision, after_seq=after_seq, env=env,
+                limit=limit,
             )
         )
 
@@ -103,16 +105,17 @@ class AuditLog:
         key_id: str | None = None,
         decision: str | None = None,
         after_seq: int = 0,
+        env: str | None = None,
         limit: int | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Stream matching records in seq order (for exports of any size)."""
+        """Stream matching records in seq order (for exports of any size); `env`: only that server's."""
         where: list[str] = ["seq > ?"]
         params: list[Any] = [after_seq]
         for clause, value in (("ts >= ?", since), ("ts < ?", until)):
             if value is not None:
                 where.append(clause)
                 params.append(to_iso(value))
-        for clause, text in (("key_id = ?", key_id), ("decision = ?", decision)):
+        for clause, text in (("key_id = ?", key_id), ("decision = ?", decision), ("env = ?", env)):
             if text is not None:
                 where.append(clause)
                 params.append(text)
