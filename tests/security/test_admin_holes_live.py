@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import string
 
 import httpx
 import pytest
@@ -65,3 +66,69 @@ def test_usage_and_audit_views_show_only_the_servers_environment(live_server, pr
     assert audit and {r["env"] for r in audit} == {"dev"}
     assert _admin(live_server, "GET", f"/admin/audit?key={prod_key.record.id}").json()["data"] == []
 
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), [
+    ("POST", "/admin/keys", {"name": "x", "expires": "99999999d"}, "expires"),
+    ("POST", "/admin/keys", {"name": "x", "expires": "1" + "0" * 400 + "s"}, "expires"),
+    ("POST", "/admin/keys", {"name": "x", "expires": "9999-12-31T23:30:00-01:00"}, "expires"),
+    ("POST", "/admin/keys", {"name": "x", "expires": "10000-01-01"}, "expires"),
+    ("POST", "/admin/keys", {"name": "x", "rpm": 10**20}, "rpm"),
+    ("POST", "/admin/keys", {"name": "x", "daily_tokens": 2**63}, "daily_tokens"),
+    ("POST", "/admin/keys/{admin}/rotate", {"grace": "99999999999w"}, "grace"),
+    ("POST", "/admin/keys/{admin}/rotate", {"grace": "9" * 400 + "s"}, "grace"),
+    ("GET", "/admin/audit?since=9999-12-31T23:59:59-01:00", None, "since"),
+    ("GET", "/admin/audit?until=0001-01-01T00:00:00%2B01:00", None, "until"),
+    ("GET", "/admin/audit?since=2026-02-30", None, "since"),
+    ("GET", "/admin/audit?after=99999999999999999999999", None, "after"),
+    ("GET", "/admin/usage?since=9999-12-31T23:59:59-05:00", None, "since"),
+    ("GET", "/admin/usage?until=0001-01-01T00:00:00%2B05:00", None, "until"),
+])
+def test_out_of_range_admin_values_are_400s_naming_the_field(live_server, method, path, body, field) -> None:
+    admin_id = live_server.api_key.split("_")[2]
+    response = _admin(live_server, method, path.format(admin=admin_id), json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == field and field in error["message"], error
+    assert live_server.app.state.security.keys.get(admin_id).rotated_at is None
+
+
+def test_fuzzed_admin_parameters_never_answer_500(live_server) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    when = st.one_of(
+        st.dates().map(str), st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+        st.text(max_size=30),
+    )
+    duration = st.one_of(
+        st.tuples(st.integers(min_value=0, max_value=10**30), st.sampled_from("smhdw")).map(
+            lambda t: f"{t[0]}{t[1]}"),
+        st.text(max_size=20),
+    )
+    number = st.one_of(st.integers(min_value=-(2**70), max_value=2**70), st.floats(), st.text(max_size=5))
+    create = st.fixed_dictionaries({"name": st.text(max_size=120)}, optional={
+        "env": st.text(max_size=10), "models": st.lists(st.text(max_size=10), max_size=3),
+        "scopes": st.lists(st.text(max_size=10), max_size=3), "clearance": st.text(max_size=12),
+        "rpm": number, "tpm": number, "daily_tokens": number, "expires": st.one_of(when, duration),
+    })
+    query = st.fixed_dictionaries({}, optional={
+        "since": when, "until": when, "key": st.text(max_size=20), "after": number, "limit": number,
+        "decision": st.text(max_size=6)})
+    grace = st.fixed_dictionaries({}, optional={"grace": st.one_of(duration, st.integers())})
+    victim = live_server.app.state.security.keys.create(name="fuzz-victim", env="dev").record.id
+    key_id = st.one_of(st.just(victim), st.text(alphabet=string.ascii_letters + string.digits + "-._~", max_size=20))
+    call = st.one_of(
+        st.tuples(st.just("POST"), st.just("/admin/keys"), create, st.just({})),
+        st.tuples(st.just("POST"), key_id.map(lambda k: f"/admin/keys/{k}/rotate"), grace, st.just({})),
+        st.tuples(st.just("GET"), st.sampled_from(["/admin/audit", "/admin/usage"]), st.none(), query),
+        st.tuples(st.just("GET"), key_id.map(lambda k: f"/admin/keys/{k}"), st.none(), st.just({})),
+    )
+
+    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(call)
+    def never_500(case) -> None:  # type: ignore[no-untyped-def]
+        method, path, body, params = case
+        response = _admin(live_server, method, path, json=body, params=params)
+        assert response.status_code < 500, (case, response.text)
+
+    never_500()

@@ -21,6 +21,7 @@ Clearance = Literal["public", "internal", "confidential", "restricted"]
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 _NO_STORE = {"cache-control": "no-store"}
+MAX_LIMIT = 2**63 - 1  # the largest integer the store holds
 
 
 async def _admin(request: Request) -> Security:
@@ -49,9 +50,9 @@ class KeyCreate(BaseModel):
     models: list[str] = Field(default_factory=lambda: [ANY_MODEL], min_length=1)
     scopes: list[Scope] = Field(default_factory=lambda: cast(list[Scope], list(DEFAULT_SCOPES)), min_length=1)
     clearance: Clearance = "public"
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    daily_tokens: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    daily_tokens: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     expires: str | None = Field(default=None, description="A duration such as 30d, or a date YYYY-MM-DD.")
 
 
@@ -83,7 +84,7 @@ def create_key(body: KeyCreate, security: Admin) -> JSONResponse:
         models=body.models,
         clearance=body.clearance,
         limits=Limits(body.rpm, body.tpm, body.daily_tokens),
-        expires_at=parse_expiry(body.expires, now) if body.expires else None,
+        expires_at=parse_expiry(body.expires, now, param="expires") if body.expires else None,
     )
     return JSONResponse(issued.to_dict(now), status_code=201, headers=_NO_STORE)
 
@@ -110,7 +111,7 @@ def revoke_key(key_id: str, security: Admin) -> dict[str, Any]:
 @router.post("/keys/{key_id}/rotate")
 def rotate_key(key_id: str, security: Admin, body: KeyRotate | None = None) -> JSONResponse:
     """Give a key a new secret, optionally keeping the old one for a grace period."""
-    grace = parse_duration(body.grace) if body and body.grace else 0.0
+    grace = parse_duration(body.grace, param="grace") if body and body.grace else 0.0
     issued = security.keys.rotate(key_id, grace, security.env)
     return JSONResponse(issued.to_dict(security.guard.clock()), headers=_NO_STORE)
 
@@ -126,8 +127,8 @@ def usage(
     rows = security.usage.rows(
         env=security.env,
         key_id=key,
-        since=utc_day(parse_when(since)) if since else None,
-        until=utc_day(parse_when(until)) if until else None,
+        since=utc_day(parse_when(since, param="since")) if since else None,
+        until=utc_day(parse_when(until, param="until")) if until else None,
     )
     return {"object": "list", "data": [r.to_dict() for r in rows]}
 
@@ -139,14 +140,14 @@ def audit(
     decision: Literal["allow", "deny"] | None = None,
     since: Annotated[str | None, Query(description="Date or ISO date-time (inclusive).")] = None,
     until: Annotated[str | None, Query(description="Date or ISO date-time (exclusive).")] = None,
-    after: Annotated[int, Query(ge=0, description="Return records after this seq (paging).")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_LIMIT, description="Return records after this seq (paging).")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """The server environment's audit records in seq order; page with `after` = the last seq seen."""
     records = security.audit.query(
         env=security.env,
-        since=parse_when(since) if since else None,
-        until=parse_when(until) if until else None,
+        since=parse_when(since, param="since") if since else None,
+        until=parse_when(until, param="until") if until else None,
         key_id=key,
         decision=decision,
         after_seq=after,

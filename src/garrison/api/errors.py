@@ -19,6 +19,9 @@ _HTTP_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "
                429: "rate_limit_error", 503: "server_overloaded"}
 
 
+_LOCATIONS = ("body", "query", "path", "header", "cookie")
+
+
 def is_ollama_path(path: str) -> bool:
     """Ollama's API lives under /api/; everything else speaks the OpenAI error shape."""
     return path.startswith("/api/")
@@ -51,7 +54,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if not errors:
         return "invalid request body", None
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    loc = [str(p) for p in first.get("loc", ())]
+    if loc and loc[0] in _LOCATIONS:  # name the field, not where it was sent
+        loc = loc[1:]
     if first.get("type") == "json_invalid":
         return "the request body is not valid JSON", None
     field = ".".join(loc) or None

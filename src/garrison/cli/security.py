@@ -101,7 +101,7 @@ def create(
                 models=_csv(models),
                 clearance=clearance,
                 limits=Limits(rpm, tpm, daily_tokens),
-                expires_at=parse_expiry(expires, now) if expires else None,
+                expires_at=parse_expiry(expires, now, param="--expires") if expires else None,
             )
         )
         if as_json:
@@ -176,7 +176,7 @@ def rotate(
 
     with _security() as security:
         now = security.guard.clock()
-        issued = _run(lambda: security.keys.rotate(key_id, parse_duration(grace) if grace else 0.0))
+        issued = _run(lambda: security.keys.rotate(key_id, parse_duration(grace, param="--grace") if grace else 0.0))
         if as_json:
             _print_json(issued.to_dict(now))
             return
@@ -199,8 +199,8 @@ def usage(
         rows = _run(
             lambda: security.usage.rows(
                 key_id=key,
-                since=utc_day(parse_when(since)) if since else None,
-                until=utc_day(parse_when(until)) if until else None,
+                since=utc_day(parse_when(since, param="--since")) if since else None,
+                until=utc_day(parse_when(until, param="--until")) if until else None,
             )
         )
     if as_json:
@@ -248,8 +248,8 @@ def export(
 
     if fmt not in FORMATS:
         _fail(f"--format must be one of {', '.join(FORMATS)}", code=2)
-    start = _run(lambda: parse_when(since)) if since else None
-    end = _run(lambda: parse_when(until)) if until else None
+    start = _run(lambda: parse_when(since, param="--since")) if since else None
+    end = _run(lambda: parse_when(until, param="--until")) if until else None
     with _security() as security:
         records = security.audit.records(since=start, until=end)
         if output is None:
