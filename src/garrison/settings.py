@@ -56,6 +56,11 @@ class EngineSettings(BaseModel):
         default=64, description="Requests allowed to wait for a slot; beyond this the server answers 503."
     )
     prefix_cache: bool = Field(default=True, description="Reuse the KV cache of shared prompt prefixes.")
+    raw_prompt_control_tokens: bool = Field(
+        default=False,
+        description="Let completion prompts (/v1/completions, Ollama raw generate) spell control tokens such "
+        "as <|im_start|>; off: that text is plain text, and only chat templates and FIM layouts make them.",
+    )
     embeddings: bool = Field(default=True, description="Serve the all-MiniLM-L6-v2 embedding model.")
 
 
