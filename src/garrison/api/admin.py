@@ -43,7 +43,7 @@ Admin = Annotated[Security, Depends(_admin)]
 class KeyCreate(BaseModel):
     """A new API key's name, environment, permissions and limits."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=100)
     env: Environment | None = Field(default=None, description="Defaults to the server's environment.")
@@ -59,7 +59,7 @@ class KeyCreate(BaseModel):
 class KeyRotate(BaseModel):
     """How long the old secret keeps working after rotation."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     grace: str | None = Field(
         default=None, description="A duration such as 10m; none: the old secret stops now."
