@@ -106,9 +106,13 @@ def test_fuzzed_admin_parameters_never_answer_500(live_server) -> None:
         st.text(max_size=20),
     )
     number = st.one_of(st.integers(min_value=-(2**70), max_value=2**70), st.floats(), st.text(max_size=5))
-    create = st.fixed_dictionaries({"name": st.text(max_size=120)}, optional={
-        "env": st.text(max_size=10), "models": st.lists(st.text(max_size=10), max_size=3),
-        "scopes": st.lists(st.text(max_size=10), max_size=3), "clearance": st.text(max_size=12),
+    def words(size: int):  # type: ignore[no-untyped-def]
+        """Any text JSON can carry, unpaired surrogates included (bodies only: URLs cannot hold them)."""
+        return st.text(st.characters(exclude_categories=()), max_size=size)
+
+    create = st.fixed_dictionaries({"name": words(120)}, optional={
+        "env": words(10), "models": st.lists(words(10), max_size=3),
+        "scopes": st.lists(words(10), max_size=3), "clearance": words(12),
         "rpm": number, "tpm": number, "daily_tokens": number, "expires": st.one_of(when, duration),
     })
     query = st.fixed_dictionaries({}, optional={

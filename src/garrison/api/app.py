@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from garrison import __version__
 from garrison.api import admin, health, metrics
 from garrison.api.access import RequestContextMiddleware
+from garrison.api.body import JsonBodyMiddleware
 from garrison.api.errors import install_error_handlers
 from garrison.api.limits import BodyLimitMiddleware
 from garrison.api.ollama import router as ollama_router
@@ -36,6 +37,7 @@ def create_app(settings: Settings, inference: InferenceService, security: Securi
     app.include_router(ollama_router.router)
     app.include_router(admin.router)
     app.include_router(metrics.router)
+    app.add_middleware(JsonBodyMiddleware)  # inside the size limit: only bodies within it are parsed
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)  # outermost: every response gets an id and an audit record
     return app
