@@ -135,6 +135,21 @@ class AuditLog:
         rows = (dict(r) for r in self._store.iterate("SELECT * FROM audit_log ORDER BY seq"))
         return verify_chain(rows, self._secret)
 
+    def anchor_problem(self, head: str | None, min_records: int | None) -> str | None:
+        """How the log falls short of an anchor kept elsewhere (a head hash, a record count), or None."""
+        if head is not None:
+            row = self._store.fetchone("SELECT seq FROM audit_log WHERE hash = ?", (head.strip().lower(),))
+            if row is None:
+                return (f"the anchor head {head[:12]}... is no record of this chain: the records up to it "
+                        "were deleted, or the chain was rewritten")
+            if min_records is not None and int(row[0]) != min_records:
+                return f"the anchor head is record {row[0]}, not record {min_records}: the chain was rewritten"
+        count = self.count()
+        if min_records is not None and count < min_records:
+            return (f"the log holds {count} records, fewer than the {min_records} of the anchor: "
+                    "the newest records were deleted or an older copy was restored")
+        return None
+
     def _record(self, event: AuditEvent, *, seq: int, prev_hash: str) -> dict[str, Any]:
         record: dict[str, Any] = {
             "seq": seq,
