@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +14,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+log = logging.getLogger("garrison.settings")
 
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
 EMBEDDING_MODEL_ID = "all-minilm-l6-v2"
@@ -148,7 +151,17 @@ class Settings(BaseSettings):
         return self.home / "garrison.db"
 
     def ensure_home(self) -> Path:
+        """Create the state directory, or tighten it to 0700 if group or others can reach it (warn if not)."""
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mode = self.home.stat().st_mode & 0o777
+        if mode & 0o077:
+            try:
+                self.home.chmod(0o700)
+                log.warning("GARRISON_HOME %s was open to group or others (mode %o); tightened to 0700",
+                            self.home, mode)
+            except OSError as exc:
+                log.warning("GARRISON_HOME %s is open to group or others (mode %o) and could not be "
+                            "tightened (%s); run: chmod 700 %s", self.home, mode, exc, self.home)
         return self.home
 
 
