@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import logging
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -90,7 +91,7 @@ class ModelRegistry:
             raise ModelNotFound(model_id)
         return info
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[ModelInfo]:
         return iter(self._models.values())
 
     def __len__(self) -> int:

@@ -37,7 +37,7 @@ def test_redirected_output_names_the_file_but_not_the_secret(tmp_path: Path) -> 
         output = _read_until(lambda: proc.stderr.readline(), b"garrison listening")
     finally:
         proc.terminate()
-        proc.wait(timeout=60)
+        proc.communicate(timeout=60)  # reaps it and closes the pipe
     secret = (home / "admin.key").read_text().strip()
     assert secret.startswith("gsk_dev_")
     assert secret.encode() not in output and b"gsk_dev_" + secret.split("_")[2].encode() + b"_" not in output

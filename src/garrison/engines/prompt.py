@@ -13,6 +13,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from garrison.domain import ChatMessage, GenerationRequest
 from garrison.errors import InvalidRequest
@@ -82,7 +83,8 @@ def _render(template: str, info: ModelInfo, contents: Sequence[str], roles: Sequ
         template=template, eos_token=info.eos_token, bos_token=info.bos_token, add_generation_prompt=True
     )
     try:
-        result = formatter(messages=[{"role": r, "content": c} for r, c in zip(roles, contents, strict=True)])
+        turns: list[Any] = [{"role": r, "content": c} for r, c in zip(roles, contents, strict=True)]
+        result = formatter(messages=turns)
     except (TemplateError, ValueError) as exc:  # ValueError: the template's own raise_exception()
         raise InvalidRequest(f"the model's chat template rejected these messages: {exc}", param="messages") from exc
     stops = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []

@@ -64,7 +64,7 @@ def _message(message: MessageIn, index: int) -> ChatMessage:
             texts.append(part.text)
         content = "".join(texts)
     role = "system" if message.role == "developer" else message.role
-    return ChatMessage(role=role, content=content or "")  # type: ignore[arg-type]
+    return ChatMessage(role=role, content=content or "")
 
 
 def from_openai_chat(body: ChatCompletionRequest) -> GenerationRequest:
