@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from garrison.audit.chain import GENESIS, Verification, record_hash, record_mac, verify_chain
+from garrison.audit.chain import GENESIS, Verification, record_hash, sign, verify_chain
 from garrison.errors import AuditWriteError
 from garrison.store import Store
 from garrison.store.times import Clock, to_iso
@@ -174,7 +174,7 @@ class AuditLog:
             "prev_hash": prev_hash,
         }
         record["hash"] = record_hash(record)
-        record["mac"] = record_mac(self._secret, record["hash"]) if self._secret is not None else None
+        record["mac"] = sign(self._secret, record["hash"]) if self._secret is not None else None
         return record
 
     def _content(self, text: str | None) -> str | None:

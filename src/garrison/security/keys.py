@@ -28,6 +28,7 @@ from garrison.security.principal import (
 )
 from garrison.store import Store
 from garrison.store.times import Clock, from_iso, to_iso
+from garrison.subkeys import KEY_DIGESTS, derive
 
 TOKEN_PREFIX = "gsk"
 _ALPHABET = string.ascii_letters + string.digits
@@ -172,12 +173,16 @@ class KeyStore:
 
     def __init__(self, store: Store, server_secret: bytes, clock: Clock = time.time) -> None:
         self._store = store
-        self._secret = server_secret
+        self._secret = derive(server_secret, KEY_DIGESTS)
+        self._legacy = server_secret  # digests written before sub-keys; upgraded when next presented
         self._clock = clock
 
     def digest(self, token: str) -> str:
-        """The keyed hash stored for a secret."""
+        """The keyed hash stored for a secret (under the key-digest sub-key of the server secret)."""
         return hmac.new(self._secret, token.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def _legacy_digest(self, token: str) -> str:
+        return hmac.new(self._legacy, token.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def create(
         self,
@@ -251,18 +256,22 @@ class KeyStore:
 
     def match(self, token: str, key_id: str) -> Match | None:
         """The key whose stored digest equals the token's, compared in constant time; None when none does."""
-        digest = self.digest(token)
+        digest, legacy = self.digest(token), self._legacy_digest(token)
         rows = self._store.fetchall(
             "SELECT k.*, s.digest AS secret_digest, s.expires_at AS secret_expires_at "
             "FROM api_keys k JOIN api_key_secrets s ON s.key_id = k.id WHERE k.id = ?",
             (key_id,),
         )
-        found = None
-        for row in rows:  # every row is compared, so timing does not depend on which one matches
-            if hmac.compare_digest(row["secret_digest"], digest):
-                found = row
+        found, old = None, False
+        for row in rows:  # every row is compared both ways, so timing does not depend on which one matches
+            current = hmac.compare_digest(row["secret_digest"], digest)
+            before = hmac.compare_digest(row["secret_digest"], legacy)
+            if current or before:
+                found, old = row, before
         if found is None:
             return None
+        if old:  # a digest from before sub-keys: store it under the key-digest sub-key from now on
+            self._store.execute("UPDATE api_key_secrets SET digest = ? WHERE digest = ?", (digest, legacy))
         return Match(_record(found), _epoch_or_none(found["secret_expires_at"]))
 
     def _insert(
