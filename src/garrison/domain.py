@@ -7,6 +7,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from garrison.errors import InvalidRequest
+
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -38,6 +40,29 @@ class SamplingParams:
     ignore_eos: bool = False
     # max_tokens is a cap, not a reservation (Ollama's num_predict): past the context it means "until full".
     max_tokens_is_cap: bool = False
+
+
+# Stop strings are scanned after every token on the one decode thread, and a possible partial match is held
+# back from the stream, so both their number and their length are bounded. 64 characters covers every end
+# marker and role header clients send (`<|im_end|>`, `\n\nHuman:`, a code fence) and keeps the hold-back to a
+# few tokens. OpenAI allows 4 stops; Ollama sets no limit, 16 leaves room for the longest Modelfile stop lists.
+MAX_STOP_CHARS = 64
+MAX_STOP_SEQUENCES_OPENAI = 4
+MAX_STOP_SEQUENCES_OLLAMA = 16
+
+
+def check_stops(stop: str | list[str] | None, limit: int, param: str = "stop") -> list[str]:
+    """A request's stop strings as a list, empty ones dropped; InvalidRequest (400) when too many or too long."""
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > limit:
+        raise InvalidRequest(f"'{param}' takes at most {limit} sequences, got {len(stops)}", param=param)
+    for index, text in enumerate(stops):
+        if len(text) > MAX_STOP_CHARS:
+            raise InvalidRequest(
+                f"'{param}' sequences are at most {MAX_STOP_CHARS} characters; sequence {index} has {len(text)}",
+                param=param,
+            )
+    return [s for s in stops if s]
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +14,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+log = logging.getLogger("garrison.settings")
 
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
 EMBEDDING_MODEL_ID = "all-minilm-l6-v2"
@@ -82,6 +85,11 @@ class EngineSettings(BaseModel):
         default=64, description="Requests allowed to wait for a slot; beyond this the server answers 503."
     )
     prefix_cache: bool = Field(default=True, description="Reuse the KV cache of shared prompt prefixes.")
+    raw_prompt_control_tokens: bool = Field(
+        default=False,
+        description="Let completion prompts (/v1/completions, Ollama raw generate) spell control tokens such "
+        "as <|im_start|>; off: that text is plain text, and only chat templates and FIM layouts make them.",
+    )
     embeddings: bool = Field(default=True, description="Serve the all-MiniLM-L6-v2 embedding model.")
 
 
@@ -422,7 +430,17 @@ class Settings(BaseSettings):
         return self.documents.index_path or self.home / "documents.db"
 
     def ensure_home(self) -> Path:
+        """Create the state directory, or tighten it to 0700 if group or others can reach it (warn if not)."""
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mode = self.home.stat().st_mode & 0o777
+        if mode & 0o077:
+            try:
+                self.home.chmod(0o700)
+                log.warning("GARRISON_HOME %s was open to group or others (mode %o); tightened to 0700",
+                            self.home, mode)
+            except OSError as exc:
+                log.warning("GARRISON_HOME %s is open to group or others (mode %o) and could not be "
+                            "tightened (%s); run: chmod 700 %s", self.home, mode, exc, self.home)
         return self.home
 
 

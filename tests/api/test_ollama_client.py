@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import httpx
 import jsonschema
@@ -21,8 +22,10 @@ pytestmark = pytest.mark.model
 
 
 @pytest.fixture
-def client(live_server) -> ollama.Client:  # type: ignore[no-untyped-def]
-    return ollama.Client(host=live_server.url, headers=live_server.headers, timeout=120)
+def client(live_server) -> Iterator[ollama.Client]:  # type: ignore[no-untyped-def]
+    made = ollama.Client(host=live_server.url, headers=live_server.headers, timeout=120)
+    yield made
+    made._client.close()  # the ollama client never closes its httpx pool (a ResourceWarning, an error here)
 
 
 def chat_messages() -> list[dict[str, str]]:
@@ -218,4 +221,5 @@ def test_requests_without_the_key_are_refused(live_server) -> None:  # type: ign
     anonymous = ollama.Client(host=live_server.url)
     with pytest.raises(ollama.ResponseError) as caught:
         anonymous.list()
+    anonymous._client.close()
     assert caught.value.status_code == 401 and isinstance(caught.value.error, str)

@@ -99,5 +99,6 @@ def test_fim_is_a_capability_of_gguf_models_only() -> None:
 
 
 def test_build_prompt_routes_a_suffix_through_fim_and_adds_no_template_stops() -> None:
-    prompt, stops = build_prompt(QWEN, GenerationRequest(model=QWEN.id, prompt="a", suffix="b", raw=True))
-    assert (prompt, stops) == ("<|fim_prefix|>a<|fim_suffix|>b<|fim_middle|>", [])
+    prompt = build_prompt(QWEN, GenerationRequest(model=QWEN.id, prompt="a", suffix="b", raw=True))
+    assert (prompt.text, prompt.stops) == ("<|fim_prefix|>a<|fim_suffix|>b<|fim_middle|>", [])
+    assert [span.trusted for span in prompt.spans] == [True, False, True, False, True]

@@ -23,6 +23,7 @@ Clearance = Literal["public", "internal", "confidential", "restricted"]
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 _NO_STORE = {"cache-control": "no-store"}
+MAX_LIMIT = 2**63 - 1  # the largest integer the store holds
 
 
 async def _admin(request: Request) -> Security:
@@ -44,7 +45,7 @@ Admin = Annotated[Security, Depends(_admin)]
 class KeyCreate(BaseModel):
     """A new API key's name, environment, permissions and limits."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=100)
     env: Environment | None = Field(default=None, description="Defaults to the server's environment.")
@@ -53,9 +54,9 @@ class KeyCreate(BaseModel):
     clearance: Clearance = "public"
     collections: list[str] = Field(default_factory=lambda: ["*"], min_length=1,
                                    description="Document collections the key may read ('*': all).")
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    daily_tokens: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    daily_tokens: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     expires: str | None = Field(default=None, description="A duration such as 30d, or a date YYYY-MM-DD.")
     policy: str | None = Field(
         default=None, description="Guardrail policy name; none: the environment's default policy."
@@ -65,7 +66,7 @@ class KeyCreate(BaseModel):
 class KeyRotate(BaseModel):
     """How long the old secret keeps working after rotation."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     grace: str | None = Field(
         default=None, description="A duration such as 10m; none: the old secret stops now."
@@ -74,18 +75,25 @@ class KeyRotate(BaseModel):
 
 @router.post("/keys", status_code=201)
 def create_key(body: KeyCreate, security: Admin, request: Request) -> JSONResponse:
-    """Create a key; the response is the only time its secret is shown."""
+    """Create a key of the server's environment; the response is the only time its secret is shown."""
+    if body.env is not None and body.env != security.env:
+        raise PermissionDenied(
+            f"this server serves the '{security.env}' environment and cannot create keys for '{body.env}'; "
+            f"use a '{body.env}' server's admin API or the garrison CLI on its store",
+            param="env",
+            code="wrong_environment",
+        )
     if body.policy is not None:
         _check_policy(request, body.policy)
     now = security.guard.clock()
     issued = security.keys.create(
         name=body.name,
-        env=body.env or security.env,
+        env=security.env,
         scopes=body.scopes,
         models=body.models,
         clearance=body.clearance,
         limits=Limits(body.rpm, body.tpm, body.daily_tokens),
-        expires_at=parse_expiry(body.expires, now) if body.expires else None,
+        expires_at=parse_expiry(body.expires, now, param="expires") if body.expires else None,
         collections=body.collections,
         policy=body.policy,
     )
@@ -103,28 +111,28 @@ def _check_policy(request: Request, name: str) -> None:
 
 @router.get("/keys")
 def list_keys(security: Admin) -> dict[str, Any]:
-    """Every key with its status; never a secret."""
+    """Every key of the server's environment with its status; never a secret."""
     now = security.guard.clock()
-    return {"object": "list", "data": [k.to_dict(now) for k in security.keys.all()]}
+    return {"object": "list", "data": [k.to_dict(now) for k in security.keys.all(security.env)]}
 
 
 @router.get("/keys/{key_id}")
 def get_key(key_id: str, security: Admin) -> dict[str, Any]:
-    """One key (404 when unknown)."""
-    return security.keys.get(key_id).to_dict(security.guard.clock())
+    """One key (404 when unknown or of another environment)."""
+    return security.keys.get(key_id, security.env).to_dict(security.guard.clock())
 
 
 @router.post("/keys/{key_id}/revoke")
 def revoke_key(key_id: str, security: Admin) -> dict[str, Any]:
     """Revoke a key now."""
-    return security.keys.revoke(key_id).to_dict(security.guard.clock())
+    return security.keys.revoke(key_id, security.env).to_dict(security.guard.clock())
 
 
 @router.post("/keys/{key_id}/rotate")
 def rotate_key(key_id: str, security: Admin, body: KeyRotate | None = None) -> JSONResponse:
     """Give a key a new secret, optionally keeping the old one for a grace period."""
-    grace = parse_duration(body.grace) if body and body.grace else 0.0
-    issued = security.keys.rotate(key_id, grace)
+    grace = parse_duration(body.grace, param="grace") if body and body.grace else 0.0
+    issued = security.keys.rotate(key_id, grace, security.env)
     return JSONResponse(issued.to_dict(security.guard.clock()), headers=_NO_STORE)
 
 
@@ -135,11 +143,12 @@ def usage(
     since: Annotated[str | None, Query(description="First day, YYYY-MM-DD.")] = None,
     until: Annotated[str | None, Query(description="Day after the last, YYYY-MM-DD.")] = None,
 ) -> dict[str, Any]:
-    """Requests and tokens per key, model and UTC day."""
+    """Requests and tokens per key, model and UTC day, for the keys of the server's environment."""
     rows = security.usage.rows(
+        env=security.env,
         key_id=key,
-        since=utc_day(parse_when(since)) if since else None,
-        until=utc_day(parse_when(until)) if until else None,
+        since=utc_day(parse_when(since, param="since")) if since else None,
+        until=utc_day(parse_when(until, param="until")) if until else None,
     )
     return {"object": "list", "data": [r.to_dict() for r in rows]}
 
@@ -151,13 +160,14 @@ def audit(
     decision: Literal["allow", "deny"] | None = None,
     since: Annotated[str | None, Query(description="Date or ISO date-time (inclusive).")] = None,
     until: Annotated[str | None, Query(description="Date or ISO date-time (exclusive).")] = None,
-    after: Annotated[int, Query(ge=0, description="Return records after this seq (paging).")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_LIMIT, description="Return records after this seq (paging).")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    """Audit records in seq order; page with `after` = the last seq seen."""
+    """The server environment's audit records in seq order; page with `after` = the last seq seen."""
     records = security.audit.query(
-        since=parse_when(since) if since else None,
-        until=parse_when(until) if until else None,
+        env=security.env,
+        since=parse_when(since, param="since") if since else None,
+        until=parse_when(until, param="until") if until else None,
         key_id=key,
         decision=decision,
         after_seq=after,

@@ -14,11 +14,13 @@ from garrison import __version__
 from garrison.api import admin, health, metrics
 from garrison.api import documents as documents_api
 from garrison.api.access import RequestContextMiddleware
+from garrison.api.body import JsonBodyMiddleware
 from garrison.api.disconnect import CancelOnDisconnect
 from garrison.api.errors import install_error_handlers
 from garrison.api.limits import BodyLimitMiddleware
 from garrison.api.ollama import router as ollama_router
 from garrison.api.openai import router as openai_router
+from garrison.console.web import CONSOLE_PATH
 from garrison.documents.library import Change, Library, audit_change
 from garrison.security import Security
 from garrison.service import InferenceService
@@ -84,7 +86,10 @@ def create_app(
 
         mount_console(app, settings, security, inference)
     uploads = {"/v1/documents": max(settings.max_body_bytes, settings.documents.max_file_bytes + _UPLOAD_SLACK)}
-    app.add_middleware(CancelOnDisconnect)  # innermost: a client gone before its response cancels the handler
+    # innermost: JSON bodies whatever their Content-Type, inside the size limit (only bodies within it are
+    # parsed); the console's forms and document uploads (multipart) are not JSON and pass untouched
+    app.add_middleware(JsonBodyMiddleware, exempt_paths={"/v1/documents"}, exempt_prefixes=(CONSOLE_PATH,))
+    app.add_middleware(CancelOnDisconnect)  # a client gone before its response cancels the handler
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, per_path=uploads)
     app.add_middleware(RequestContextMiddleware)  # outermost: every response gets an id and an audit record
     return app

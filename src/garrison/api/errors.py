@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,11 @@ log = logging.getLogger(__name__)
 _HTTP_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
                429: "rate_limit_error", 503: "server_overloaded"}
+
+
+_LOCATIONS = ("body", "query", "path", "header", "cookie")
+# How pydantic names the member of a union that failed: a type, not a field.
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|dict|list|none|bytes|.*[\[\]<>-].*)$")
 
 
 def is_ollama_path(path: str) -> bool:
@@ -59,7 +65,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if not errors:
         return "invalid request body", None
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    loc = [str(p) for p in first.get("loc", ())]
+    if loc and loc[0] in _LOCATIONS:  # name the field, not where it was sent
+        loc = loc[1:]
+    loc = [p for p in loc if not _UNION_MEMBER.match(p)]  # `stop.list[str]` names the field `stop`
     if first.get("type") == "json_invalid":
         return "the request body is not valid JSON", None
     field = ".".join(loc) or None

@@ -66,17 +66,17 @@ class ServiceCollector(Collector):
             limit.add_metric([model_id], load["limit"])
         yield in_flight
         yield limit
-        families: dict[str, Metric] = {}
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
         for key, (name, text, counter) in _ENGINE_METRICS.items():
-            family = CounterMetricFamily if counter else GaugeMetricFamily
-            families[key] = family(name, text, labels=["model"])
+            kind = CounterMetricFamily if counter else GaugeMetricFamily
+            families[key] = kind(name, text, labels=["model"])
         for key, (name, text) in _SECONDS.items():
             families[key] = CounterMetricFamily(name, text, labels=["model"])
         for model_id, values in self._service.engine_metrics().items():
             for key, value in values.items():
-                family = families.get(key)
-                if family is not None:
-                    family.add_metric([model_id], value / 1e9 if key in _SECONDS else value)
+                found = families.get(key)
+                if found is not None:
+                    found.add_metric([model_id], value / 1e9 if key in _SECONDS else value)
         yield from families.values()
 
 

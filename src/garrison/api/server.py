@@ -12,13 +12,14 @@ import time
 from collections.abc import Iterator
 
 import uvicorn
+from fastapi import FastAPI
 
 from garrison.api.app import create_app
 from garrison.service import InferenceService
 from garrison.settings import Settings
 
 
-def build(settings: Settings):  # type: ignore[no-untyped-def]
+def build(settings: Settings) -> FastAPI:
     """Load security and models (digests checked), then build the app: the slow part of start-up."""
     from garrison.documents.knowledge import attach_documents
     from garrison.security import setup
@@ -32,7 +33,7 @@ def build(settings: Settings):  # type: ignore[no-untyped-def]
 _ABORT_GRACE_S = 5.0
 
 
-def uvicorn_config(app, settings: Settings, sock_port: int | None = None) -> uvicorn.Config:  # type: ignore[no-untyped-def]
+def uvicorn_config(app: FastAPI, settings: Settings, sock_port: int | None = None) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -89,8 +90,11 @@ def _free_port(host: str) -> int:
 
 
 @contextlib.contextmanager
-def background_server(settings: Settings, app=None) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """Serve garrison in a thread on loopback (port 0 picks a free one); yields the base URL."""
+def background_server(settings: Settings, app: FastAPI | None = None) -> Iterator[str]:
+    """Serve garrison in a thread on loopback (port 0 picks a free one); yields the base URL.
+
+    uvicorn installs signal handlers only on the main thread, so a background server leaves them alone.
+    """
     app = app if app is not None else build(settings)
     port = settings.port or _free_port(settings.host)
     server = DrainingServer(uvicorn_config(app, settings, port), app, settings.shutdown_drain_s)

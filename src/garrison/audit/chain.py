@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from garrison.subkeys import AUDIT_MACS, derive
+
 GENESIS = "0" * 64
 """The prev_hash of the first record."""
 
@@ -55,9 +57,25 @@ def record_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(record)).hexdigest()
 
 
+MAC_VERSION = "v2:"
+"""Prefix of MACs made with the audit sub-key; unprefixed (v1) ones used the server secret itself."""
+
+
 def record_mac(secret: bytes, digest: str) -> str:
-    """HMAC-SHA256 of a record hash under the server secret: only the key holder can extend the chain."""
+    """HMAC-SHA256 of a record hash under `secret`: only the key holder can extend the chain."""
     return hmac.new(secret, digest.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def sign(server_secret: bytes, digest: str) -> str:
+    """A record's MAC: `v2:` + HMAC of its hash under the audit sub-key of the server secret."""
+    return MAC_VERSION + record_mac(derive(server_secret, AUDIT_MACS), digest)
+
+
+def _signed(server_secret: bytes, digest: str, mac: str, v1_allowed: bool) -> bool:
+    """Whether `mac` signs `digest`: v2 under the audit sub-key; v1 (before sub-keys) only before any v2."""
+    if mac.startswith(MAC_VERSION):
+        return hmac.compare_digest(sign(server_secret, digest), mac)
+    return v1_allowed and hmac.compare_digest(record_mac(server_secret, digest), mac)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +109,7 @@ class Verification:
 def verify_chain(rows: Iterable[Mapping[str, Any]], secret: bytes | None = None) -> Verification:
     """Walk records in seq order and report the first deleted, reordered, altered or re-hashed one."""
     expected, prev, count = 1, GENESIS, 0
+    v1_allowed = True  # records signed before sub-keys, as long as no sub-key signature came before them
 
     def bad(row: Mapping[str, Any], problem: str) -> Verification:
         return Verification(False, count, prev, secret is not None, row["seq"], row["request_id"], problem)
@@ -117,7 +136,9 @@ def verify_chain(rows: Iterable[Mapping[str, Any]], secret: bytes | None = None)
             )
         if not hmac.compare_digest(record_hash(row), row["hash"]):
             return bad(row, "its contents do not match its hash: the record was altered")
-        if secret is not None and not hmac.compare_digest(record_mac(secret, row["hash"]), row["mac"] or ""):
+        mac = row["mac"] or ""
+        if secret is not None and not _signed(secret, row["hash"], mac, v1_allowed):
             return bad(row, "its hash is not signed with this server's secret: the chain was rewritten")
+        v1_allowed = v1_allowed and not mac.startswith(MAC_VERSION)
         prev, expected, count = row["hash"], expected + 1, count + 1
     return Verification(True, count, prev, secret is not None)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from garrison.audit.chain import GENESIS, Verification, record_hash, record_mac, verify_chain
+from garrison.audit.chain import GENESIS, Verification, record_hash, sign, verify_chain
 from garrison.audit.group_commit import GroupCommit
 from garrison.audit.spool import AuditSpool, Usage
 from garrison.errors import AuditWriteError
@@ -165,12 +165,14 @@ class AuditLog:
         key_id: str | None = None,
         decision: str | None = None,
         after_seq: int = 0,
+        env: str | None = None,
         limit: int | None = 100,
     ) -> list[dict[str, Any]]:
         """Records in seq order matching the filters (`since` <= ts < `until`), from after `after_seq`."""
         return list(
             self.records(
-                since=since, until=until, key_id=key_id, decision=decision, after_seq=after_seq, limit=limit
+                since=since, until=until, key_id=key_id, decision=decision, after_seq=after_seq, env=env,
+                limit=limit,
             )
         )
 
@@ -182,17 +184,18 @@ class AuditLog:
         key_id: str | None = None,
         decision: str | None = None,
         after_seq: int = 0,
+        env: str | None = None,
         limit: int | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Stream matching records in seq order (for exports of any size); `unfinished` marks an admitted
-        request that has no finished record."""
+        """Stream matching records in seq order (for exports of any size); `env`: only that server's;
+        `unfinished` marks an admitted request that has no finished record."""
         where: list[str] = ["seq > ?"]
         params: list[Any] = [after_seq]
         for clause, value in (("ts >= ?", since), ("ts < ?", until)):
             if value is not None:
                 where.append(clause)
                 params.append(to_iso(value))
-        for clause, text in (("key_id = ?", key_id), ("decision = ?", decision)):
+        for clause, text in (("key_id = ?", key_id), ("decision = ?", decision), ("env = ?", env)):
             if text is not None:
                 where.append(clause)
                 params.append(text)
@@ -226,6 +229,21 @@ class AuditLog:
         )
         return [row[0] for row in rows]
 
+    def anchor_problem(self, head: str | None, min_records: int | None) -> str | None:
+        """How the log falls short of an anchor kept elsewhere (a head hash, a record count), or None."""
+        if head is not None:
+            row = self._store.fetchone("SELECT seq FROM audit_log WHERE hash = ?", (head.strip().lower(),))
+            if row is None:
+                return (f"the anchor head {head[:12]}... is no record of this chain: the records up to it "
+                        "were deleted, or the chain was rewritten")
+            if min_records is not None and int(row[0]) != min_records:
+                return f"the anchor head is record {row[0]}, not record {min_records}: the chain was rewritten"
+        count = self.count()
+        if min_records is not None and count < min_records:
+            return (f"the log holds {count} records, fewer than the {min_records} of the anchor: "
+                    "the newest records were deleted or an older copy was restored")
+        return None
+
     def _record(self, event: AuditEvent, *, seq: int, prev_hash: str, at: float | None = None) -> dict[str, Any]:
         record: dict[str, Any] = {
             "seq": seq,
@@ -254,7 +272,7 @@ class AuditLog:
             "details": json.dumps(event.details, sort_keys=True, separators=(",", ":")) if event.details else None,
         }
         record["hash"] = record_hash(record)
-        record["mac"] = record_mac(self._secret, record["hash"]) if self._secret is not None else None
+        record["mac"] = sign(self._secret, record["hash"]) if self._secret is not None else None
         return record
 
     def _content(self, text: str | None) -> str | None:

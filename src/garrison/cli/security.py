@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -111,7 +112,7 @@ def create(
                 models=_csv(models),
                 clearance=clearance,
                 limits=Limits(rpm, tpm, daily_tokens),
-                expires_at=parse_expiry(expires, now) if expires else None,
+                expires_at=parse_expiry(expires, now, param="--expires") if expires else None,
                 collections=_csv(collections),
                 policy=policy,
             )
@@ -189,7 +190,7 @@ def rotate(
 
     with _security() as security:
         now = security.guard.clock()
-        issued = _run(lambda: security.keys.rotate(key_id, parse_duration(grace) if grace else 0.0))
+        issued = _run(lambda: security.keys.rotate(key_id, parse_duration(grace, param="--grace") if grace else 0.0))
         if as_json:
             _print_json(issued.to_dict(now))
             return
@@ -212,8 +213,8 @@ def usage(
         rows = _run(
             lambda: security.usage.rows(
                 key_id=key,
-                since=utc_day(parse_when(since)) if since else None,
-                until=utc_day(parse_when(until)) if until else None,
+                since=utc_day(parse_when(since, param="--since")) if since else None,
+                until=utc_day(parse_when(until, param="--until")) if until else None,
             )
         )
     if as_json:
@@ -235,15 +236,31 @@ def usage(
 
 
 @audit_app.command("verify")
-def verify(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Recompute the hash chain and signatures; exit 1 naming the first bad record if any was tampered."""
+def verify(
+    expect_head: str | None = typer.Option(
+        None, "--expect-head", metavar="HASH",
+        help="A head hash kept elsewhere earlier: it must still be in the chain (catches truncation).",
+    ),
+    min_records: int | None = typer.Option(
+        None, "--min-records", min=0, metavar="N", help="The record count kept with that head: at least N."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Recompute the hash chain and signatures; exit 1 naming the first bad record, or a truncation."""
+    if expect_head is not None and not re.fullmatch(r"[0-9a-f]{64}", expect_head.strip().lower()):
+        _fail("--expect-head must be a record hash: 64 hex digits, as `audit verify` prints the head", code=2)
     with _security() as security:
         result = security.audit.verify()
+        anchor = security.audit.anchor_problem(expect_head, min_records) if result.ok else None
+    ok = result.ok and anchor is None
+    message = result.describe() if anchor is None else f"audit log TRUNCATED: {anchor}"
+    if ok and (expect_head or min_records is not None):
+        message += "; anchor matched"
     if as_json:
-        _print_json({**result.to_dict(), "message": result.describe()})
+        _print_json({**result.to_dict(), "ok": ok, "truncation": anchor, "message": message})
     else:
-        typer.echo(result.describe(), err=not result.ok)
-    if not result.ok:
+        typer.echo(message, err=not ok)
+    if not ok:
         raise typer.Exit(1)
 
 
@@ -261,8 +278,8 @@ def export(
 
     if fmt not in FORMATS:
         _fail(f"--format must be one of {', '.join(FORMATS)}", code=2)
-    start = _run(lambda: parse_when(since)) if since else None
-    end = _run(lambda: parse_when(until)) if until else None
+    start = _run(lambda: parse_when(since, param="--since")) if since else None
+    end = _run(lambda: parse_when(until, param="--until")) if until else None
     with _security() as security:
         records = security.audit.records(since=start, until=end)
         if output is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +71,13 @@ def run(settings: Any) -> None:
 
     security = app.state.security
     if security.bootstrap_key:
-        typer.secho(
-            f"\nCreated the first admin API key (shown once; also saved to {admin_key_path(settings)}):\n"
-            f"  {security.bootstrap_key}\n", fg=typer.colors.YELLOW, err=True,
-        )
+        saved = admin_key_path(settings)
+        if sys.stderr.isatty():  # a person at a terminal; never a log file, journal or pipe
+            typer.secho(f"\nCreated the first admin API key (shown once; also saved to {saved}):\n"
+                        f"  {security.bootstrap_key}\n", fg=typer.colors.YELLOW, err=True)
+        else:
+            typer.echo(f"Created the first admin API key; it is saved in {saved} (mode 0600) and not printed "
+                       "because this output is not a terminal", err=True)
     auth_note = f"auth on, env {settings.auth.env}" if security.auth_enabled else "auth OFF (loopback only)"
     typer.echo(f"garrison listening on http://{settings.host}:{settings.port}  ({auth_note})", err=True)
     if getattr(app.state, "console", None) is not None:

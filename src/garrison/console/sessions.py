@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 from garrison.store import Store
 from garrison.store.times import Clock, from_iso, to_iso
+from garrison.subkeys import derive
 
 _TOUCH_EVERY_S = 30.0  # last_seen_at is written at most this often per session (idle timeout resolution)
 
 
 def derive_key(secret: bytes, purpose: str) -> bytes:
     """A sub-key of the server secret for one purpose, so session, CSRF and OIDC MACs never share a key."""
-    return hmac.new(secret, f"garrison console {purpose}".encode(), hashlib.sha256).digest()
+    return derive(secret, f"console/{purpose}/v1")
 
 
 def sign(key: bytes, value: str) -> str:

@@ -20,7 +20,7 @@ from garrison.engines import cpu
 from garrison.engines.base import Embedder, Engine
 from garrison.engines.cpu import default_threads
 from garrison.engines.gguf import GgufModel, gguf_of
-from garrison.engines.prompt import build_prompt
+from garrison.engines.prompt import ControlToken, Prompt, build_prompt, control_tokens, tokenize_prompt
 from garrison.engines.sampling import build_sampler, json_grammar, sampling_seed
 from garrison.engines.scheduler import BatchScheduler, DecodeLoop, Sequence
 from garrison.engines.text import TextStream
@@ -85,6 +85,9 @@ class LlamaEngine:
         self._eog_ids = [t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
         self._bos = int(llama_cpp.llama_vocab_bos(self._vocab))
         self._pieces: dict[int, bytes] = {}
+        self._controls: dict[str, ControlToken] | None = None
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self._trust_raw = engine.raw_prompt_control_tokens
         n_batch = max(min(engine.batch_size, info.context_length * n_slots), n_slots)
         ctx_params = llama_cpp.llama_context_default_params()
         ctx_params.n_ctx = info.context_length * n_slots
@@ -123,16 +126,23 @@ class LlamaEngine:
                  "%s (%s)", info.id, n_slots, info.context_length, n_batch, decode_threads, threads, self.buffers.mode,
                  ", ".join(f"{k} {v:.0f} MiB" for k, v in self.buffer_types.items()) or "-")
 
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        """Token ids of `text`, special tokens parsed (chat templates spell them out)."""
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
+        """Token ids of `text`; `special`: control-token text becomes control tokens (trusted text only)."""
         data = text.encode("utf-8")
         capacity = len(data) + 8
         while True:
             buffer = (llama_cpp.llama_token * capacity)()
-            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buffer, capacity, add_bos, True)
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buffer, capacity, add_bos, special)
             if n >= 0:
                 return list(buffer[:n])
             capacity = -n
+
+    def tokenize_prompt(self, prompt: Prompt, *, add_bos: bool) -> list[int]:
+        """A prompt's token ids: control tokens only where the template wrote them."""
+        if self._controls is None:
+            self._controls = control_tokens(self._vocab, self._n_vocab)
+        bos = self._bos if add_bos and self._add_bos and self._bos >= 0 else None
+        return tokenize_prompt(prompt, self._controls, lambda t: self.tokenize(t, add_bos=False, special=False), bos)
 
     def piece(self, token: int) -> bytes:
         """The bytes one token stands for (special tokens render as nothing); cached per token id."""
@@ -179,8 +189,8 @@ class LlamaEngine:
         """Queue the request for the batch; closing this iterator cancels it and frees its slot."""
         if self._closed:
             raise EngineUnavailable(f"the engine of '{self.info.id}' is shut down")
-        prompt, template_stops = build_prompt(self.info, request)
-        tokens = await asyncio.to_thread(self.tokenize, prompt, add_bos=not request.is_chat)
+        prompt = build_prompt(self.info, request, trust_raw=self._trust_raw)
+        tokens = await asyncio.to_thread(self.tokenize_prompt, prompt, add_bos=not request.is_chat)
         if not tokens:
             if self._bos < 0:
                 raise InvalidRequest("the prompt is empty", param="prompt")
@@ -196,7 +206,7 @@ class LlamaEngine:
             prompt=tokens,
             budget=budget,
             sampler=sampler,
-            text=TextStream(stop=list(s.stop) + template_stops),
+            text=TextStream(stop=list(s.stop) + prompt.stops),
             loop=asyncio.get_running_loop(),
             queue=asyncio.Queue(),
         )

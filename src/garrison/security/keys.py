@@ -29,6 +29,7 @@ from garrison.security.principal import (
 )
 from garrison.store import Store
 from garrison.store.times import Clock, from_iso, to_iso
+from garrison.subkeys import KEY_DIGESTS, derive
 
 if TYPE_CHECKING:
     from garrison.security.outage import KeyCache
@@ -183,13 +184,17 @@ class KeyStore:
 
     def __init__(self, store: Store, server_secret: bytes, clock: Clock = time.time) -> None:
         self._store = store
-        self._secret = server_secret
+        self._secret = derive(server_secret, KEY_DIGESTS)
+        self._legacy = server_secret  # digests written before sub-keys; upgraded when next presented
         self._clock = clock
         self.cache: KeyCache | None = None  # set on a shared store: verified keys outlive its outage
 
     def digest(self, token: str) -> str:
-        """The keyed hash stored for a secret."""
+        """The keyed hash stored for a secret (under the key-digest sub-key of the server secret)."""
         return hmac.new(self._secret, token.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def _legacy_digest(self, token: str) -> str:
+        return hmac.new(self._legacy, token.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def create(
         self,
@@ -219,36 +224,31 @@ class KeyStore:
                 return None
             return self._insert(conn, "admin", env, SCOPES, (ANY_MODEL,), CLEARANCES[-1], Limits(), None)
 
-    def get(self, key_id: str) -> KeyRecord:
-        """One key by id (404 when unknown)."""
+    def get(self, key_id: str, env: str | None = None) -> KeyRecord:
+        """One key by id (404 when unknown, or when `env` is given and the key belongs to another)."""
         row = self._store.fetchone("SELECT * FROM api_keys WHERE id = ?", (key_id,))
-        if row is None:
-            raise NotFound(f"no API key with id '{key_id}'", param="id")
-        return _record(row)
+        return _found(row, key_id, env)
 
-    def all(self) -> list[KeyRecord]:
-        """Every key, newest first, revoked and expired ones included."""
-        return [
-            _record(r) for r in self._store.fetchall("SELECT * FROM api_keys ORDER BY created_at DESC, id")
-        ]
+    def all(self, env: str | None = None) -> list[KeyRecord]:
+        """Every key (of `env` when given), newest first, revoked and expired ones included."""
+        where, params = (" WHERE env = ?", (env,)) if env is not None else ("", ())
+        rows = self._store.fetchall(f"SELECT * FROM api_keys{where} ORDER BY created_at DESC, id", params)
+        return [_record(r) for r in rows]
 
-    def revoke(self, key_id: str) -> KeyRecord:
+    def revoke(self, key_id: str, env: str | None = None) -> KeyRecord:
         """Revoke a key now; it stays listed (and audited) but no secret of it works any more."""
-        self.get(key_id)
+        self.get(key_id, env)
         self._store.execute(
             "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
             (to_iso(self._clock()), key_id),
         )
         return self.get(key_id)
 
-    def rotate(self, key_id: str, grace_seconds: float = 0.0) -> IssuedKey:
+    def rotate(self, key_id: str, grace_seconds: float = 0.0, env: str | None = None) -> IssuedKey:
         """Give a key a new secret; the old one keeps working for `grace_seconds` (0: stops now)."""
         now = self._clock()
         with self._store.transaction() as conn:
-            row = conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"no API key with id '{key_id}'", param="id")
-            record = _record(row)
+            record = _found(conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone(), key_id, env)
             if record.status(now) != "active":
                 raise InvalidRequest(
                     f"API key '{key_id}' is {record.status(now)}; only active keys can be rotated"
@@ -274,7 +274,7 @@ class KeyStore:
 
     def match(self, token: str, key_id: str) -> Match | None:
         """The key whose stored digest equals the token's, compared in constant time; None when none does."""
-        digest = self.digest(token)
+        digest, legacy = self.digest(token), self._legacy_digest(token)
         try:
             rows = self._store.fetchall(
                 "SELECT k.*, s.digest AS secret_digest, s.expires_at AS secret_expires_at "
@@ -285,14 +285,18 @@ class KeyStore:
             if self.cache is None or not self._store.is_outage(exc):
                 raise
             return self.cache.get(digest)
-        found = None
-        for row in rows:  # every row is compared, so timing does not depend on which one matches
-            if hmac.compare_digest(row["secret_digest"], digest):
-                found = row
+        found, old = None, False
+        for row in rows:  # every row is compared both ways, so timing does not depend on which one matches
+            current = hmac.compare_digest(row["secret_digest"], digest)
+            before = hmac.compare_digest(row["secret_digest"], legacy)
+            if current or before:
+                found, old = row, before
         if found is None:
             if self.cache is not None:
                 self.cache.drop(digest)
             return None
+        if old:  # a digest from before sub-keys: store it under the key-digest sub-key from now on
+            self._store.execute("UPDATE api_key_secrets SET digest = ? WHERE digest = ?", (digest, legacy))
         match = Match(_record(found), _epoch_or_none(found["secret_expires_at"]))
         if self.cache is not None:
             self.cache.put(digest, match)
@@ -380,6 +384,14 @@ def _check(
         if value is not None and value < 1:
             raise InvalidRequest(f"{label} must be a positive number", param=label)
     return tuple(s for s in SCOPES if s in scopes), clean_models
+
+
+def _found(row: sqlite3.Row | None, key_id: str, env: str | None) -> KeyRecord:
+    """The key of a looked-up row; NotFound when there is none, or it lies outside `env` (when given)."""
+    if row is None or (env is not None and row["env"] != env):
+        where = f" in the '{env}' environment" if env is not None else ""
+        raise NotFound(f"no API key with id '{key_id}'{where}", param="id")
+    return _record(row)
 
 
 def _record(row: sqlite3.Row) -> KeyRecord:

@@ -55,11 +55,18 @@ class UsageLedger:
         return int(row[0]) if row else 0
 
     def rows(
-        self, *, key_id: str | None = None, since: str | None = None, until: str | None = None
+        self,
+        *,
+        key_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        env: str | None = None,
     ) -> list[UsageRow]:
-        """Usage rows, newest day first, optionally for one key and a day range (`since` <= day < `until`)."""
+        """Usage rows, newest day first, optionally for one key, a day range (`since` <= day < `until`) and
+        the keys of one environment."""
         where, params = [], []
-        for clause, value in (("u.key_id = ?", key_id), ("u.day >= ?", since), ("u.day < ?", until)):
+        filters = (("u.key_id = ?", key_id), ("u.day >= ?", since), ("u.day < ?", until), ("k.env = ?", env))
+        for clause, value in filters:
             if value is not None:
                 where.append(clause)
                 params.append(value)

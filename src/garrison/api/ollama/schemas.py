@@ -10,7 +10,9 @@ from garrison.api.openai.schemas import DocumentsIn  # the same extension on bot
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """Strict in types as the real APIs are ("5" is no integer, 1e309 no temperature); an int is a float."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
 
 
 class Options(_Body):

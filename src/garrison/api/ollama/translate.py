@@ -19,6 +19,7 @@ from garrison.api.ollama.schemas import (
     Options,
 )
 from garrison.domain import (
+    MAX_STOP_SEQUENCES_OLLAMA,
     ChatMessage,
     Completion,
     EmbeddingRequest,
@@ -30,6 +31,7 @@ from garrison.domain import (
     SamplingParams,
     Timings,
     Usage,
+    check_stops,
 )
 from garrison.engines.fim import fim_prompt, supports_fim
 from garrison.engines.gguf import gguf_of
@@ -73,7 +75,6 @@ def unsupported(name: str, what: str) -> InvalidRequest:
 def sampling(options: Options | None) -> SamplingParams:
     """Ollama options onto garrison's sampling with Ollama's defaults; num_ctx is ignored (fixed at load)."""
     o = options or Options()
-    stops = [o.stop] if isinstance(o.stop, str) else list(o.stop or [])
     return SamplingParams(
         max_tokens=o.num_predict if o.num_predict is not None and o.num_predict > 0 else None,
         temperature=DEFAULT_TEMPERATURE if o.temperature is None else o.temperature,
@@ -81,7 +82,7 @@ def sampling(options: Options | None) -> SamplingParams:
         top_k=DEFAULT_TOP_K if o.top_k is None else o.top_k,
         min_p=o.min_p or 0.0,
         seed=o.seed if o.seed is not None and o.seed >= 0 else None,
-        stop=[s for s in stops if s],
+        stop=check_stops(o.stop, MAX_STOP_SEQUENCES_OLLAMA, "options.stop"),
         presence_penalty=o.presence_penalty or 0.0,
         frequency_penalty=o.frequency_penalty or 0.0,
         repeat_penalty=DEFAULT_REPEAT_PENALTY if o.repeat_penalty is None else o.repeat_penalty,

@@ -16,6 +16,7 @@ from garrison.api.openai.schemas import (
     SamplingFields,
 )
 from garrison.domain import (
+    MAX_STOP_SEQUENCES_OPENAI,
     ChatMessage,
     Citations,
     Completion,
@@ -27,17 +28,9 @@ from garrison.domain import (
     RetrievalOptions,
     SamplingParams,
     Usage,
+    check_stops,
 )
 from garrison.errors import InvalidRequest
-
-MAX_STOP_SEQUENCES = 4
-
-
-def _stop_list(stop: str | list[str] | None) -> list[str]:
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    if len(stops) > MAX_STOP_SEQUENCES:
-        raise InvalidRequest(f"'stop' takes at most {MAX_STOP_SEQUENCES} sequences", param="stop")
-    return [s for s in stops if s]
 
 
 def _sampling(body: SamplingFields, max_tokens: int | None) -> SamplingParams:
@@ -52,7 +45,7 @@ def _sampling(body: SamplingFields, max_tokens: int | None) -> SamplingParams:
         top_k=body.top_k or 0,
         min_p=body.min_p or 0.0,
         seed=body.seed,
-        stop=_stop_list(body.stop),
+        stop=check_stops(body.stop, MAX_STOP_SEQUENCES_OPENAI),
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
         repeat_penalty=body.repeat_penalty or 1.0,
@@ -73,7 +66,7 @@ def _message(message: MessageIn, index: int) -> ChatMessage:
             texts.append(part.text)
         content = "".join(texts)
     role = "system" if message.role == "developer" else message.role
-    return ChatMessage(role=role, content=content or "")  # type: ignore[arg-type]
+    return ChatMessage(role=role, content=content or "")
 
 
 def from_openai_chat(body: ChatCompletionRequest) -> GenerationRequest:
