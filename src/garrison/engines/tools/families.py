@@ -75,7 +75,9 @@ def _name_words(info: ModelInfo) -> set[str]:
     text = " ".join(names).lower()
     for sep in "-_/:":
         text = text.replace(sep, " ")
-    return set(text.split())
+    words = set(text.split())
+    # "qwen2.5" and "llama3.1" are single words: also keep "qwen", "llama3" and "llama".
+    return words | {re.sub(r"[\d.]+$", "", w) for w in words} | {re.sub(r"(\d)[\d.]*$", r"\1", w) for w in words}
 
 
 def tool_format(info: ModelInfo) -> ToolFormat:
