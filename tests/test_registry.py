@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from garrison.engines.gguf import load_gguf
 from garrison.errors import ConfigError, ModelIntegrityError, ModelNotFound
-from garrison.registry import build_registry, embedded_model_path, load_model, sha256_file
+from garrison.registry import build_registry, embedded_model_path, sha256_file
 from garrison.settings import ModelConfig, load_settings
 
 
@@ -17,7 +18,7 @@ def gguf() -> Path:
 
 
 def test_embedded_model_metadata(gguf: Path, tmp_path: Path) -> None:
-    info = load_model(ModelConfig(id="m", path=gguf), load_settings(home=tmp_path))
+    info = load_gguf(ModelConfig(id="m", path=gguf), load_settings(home=tmp_path))
     assert info.quantization == "Q4_1" and info.architecture == "llama"
     assert info.train_context_length == 8192 and info.context_length == 4096
     assert info.chat_template and "<|im_start|>" in info.chat_template
@@ -29,22 +30,22 @@ def test_a_file_that_is_no_gguf_is_a_config_error(gguf: Path, tmp_path: Path, co
     path = tmp_path / "bad.gguf"
     path.write_bytes(content if content is not None else gguf.read_bytes()[:2000])  # None: a truncated copy
     with pytest.raises(ConfigError, match="not a readable GGUF"):
-        load_model(ModelConfig(id="m", path=path), load_settings(home=tmp_path))
+        load_gguf(ModelConfig(id="m", path=path), load_settings(home=tmp_path))
 
 
 def test_pinned_digest_mismatch_is_refused(gguf: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelIntegrityError, match="pins"):
-        load_model(ModelConfig(id="m", path=gguf, sha256="0" * 64), load_settings(home=tmp_path))
+        load_gguf(ModelConfig(id="m", path=gguf, sha256="0" * 64), load_settings(home=tmp_path))
 
 
 def test_pinned_digest_match_is_accepted(gguf: Path, tmp_path: Path) -> None:
-    info = load_model(ModelConfig(id="m", path=gguf, sha256=sha256_file(gguf)), load_settings(home=tmp_path))
+    info = load_gguf(ModelConfig(id="m", path=gguf, sha256=sha256_file(gguf)), load_settings(home=tmp_path))
     assert info.sha256 == sha256_file(gguf)
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
-        load_model(ModelConfig(id="m", path=tmp_path / "nope.gguf"), load_settings(home=tmp_path))
+        load_gguf(ModelConfig(id="m", path=tmp_path / "nope.gguf"), load_settings(home=tmp_path))
 
 
 def test_registry_lookup_by_kind(tmp_path: Path) -> None:
@@ -56,5 +57,20 @@ def test_registry_lookup_by_kind(tmp_path: Path) -> None:
 
 
 def test_context_length_is_capped_by_the_model(gguf: Path, tmp_path: Path) -> None:
-    info = load_model(ModelConfig(id="m", path=gguf, context_length=100_000), load_settings(home=tmp_path))
+    info = load_gguf(ModelConfig(id="m", path=gguf, context_length=100_000), load_settings(home=tmp_path))
     assert info.context_length == 8192
+
+
+def test_models_are_engine_neutral_with_gguf_details_inside(tmp_path: Path) -> None:
+    registry = build_registry(load_settings(home=tmp_path))
+    chat, embed = registry.get("smollm2-135m-instruct"), registry.get("all-minilm-l6-v2")
+    assert (chat.engine, chat.trust, chat.format) == ("llama", "restricted", "gguf")
+    assert chat.capabilities == {"chat", "completions", "tools"} and embed.capabilities == {"embeddings"}
+    assert chat.details.eos_token == "<|im_end|>" and not hasattr(chat, "eos_token")
+    assert embed.engine == "onnx-embeddings" and embed.details.path.suffix == ".onnx"
+
+
+def test_an_unknown_engine_is_a_config_error_naming_the_known_ones(gguf: Path, tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, models=[{"id": "x", "path": str(gguf), "engine": "nope"}])
+    with pytest.raises(ConfigError, match="unknown engine 'nope'; known: llama, onnx-embeddings"):
+        build_registry(settings)

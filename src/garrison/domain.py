@@ -71,6 +71,8 @@ class SamplingParams:
     n: int = 1  # choices decoded together from one prefill; choice i samples with seed + i
     logprobs: bool = False
     top_logprobs: int = 0  # alternatives reported per token (0..20) when `logprobs`
+    # max_tokens is a cap, not a reservation (Ollama's num_predict): past the context it means "until full".
+    max_tokens_is_cap: bool = False
 
 
 @dataclass(slots=True)
@@ -98,10 +100,20 @@ class GenerationRequest:
     parallel_tool_calls: bool = True
     request_id: str = field(default_factory=new_request_id)
     created: float = field(default_factory=time.time)
+    # JSON-safe facts stages want in the request's audit record (guard verdicts, document ids + labels);
+    # never original secrets, PII or document text.
+    annotations: dict[str, Any] = field(default_factory=dict)
+    # The highest classification (public < internal < confidential < restricted) of data in the request.
+    data_label: str | None = None
 
     @property
     def is_chat(self) -> bool:
         return self.messages is not None
+
+    @property
+    def scope(self) -> Literal["chat", "completions"]:
+        """The key scope this request needs."""
+        return "chat" if self.is_chat else "completions"
 
 
 @dataclass(slots=True)
@@ -124,6 +136,14 @@ class Timings:
     prompt_eval_ns: int = 0
     eval_ns: int = 0
     total_ns: int = 0
+
+
+@dataclass(slots=True)
+class GenerationStarted:
+    """The engine accepted the request: its prompt is `prompt_tokens` tokens (charged however it ends)."""
+
+    prompt_tokens: int
+    cached_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -178,7 +198,9 @@ class GenerationDone:
         return self.finish_reason
 
 
-GenerationEvent = TokenDelta | ToolCallEvent | GenerationDone
+# Matched exhaustively (`match` + `typing.assert_never`) wherever events are consumed: a new kind is
+# added here and to every framer, never left to fall into an `else`.
+GenerationEvent = GenerationStarted | TokenDelta | ToolCallEvent | GenerationDone
 
 
 @dataclass(slots=True)
@@ -223,6 +245,8 @@ def collect(request: GenerationRequest, events: list[GenerationEvent]) -> Comple
                 calls.setdefault(event.choice, []).append(event.call)
             case GenerationDone():
                 done = event
+            case GenerationStarted():
+                pass
             case _:
                 assert_never(event)
     if done is None:
@@ -245,6 +269,8 @@ class EmbeddingRequest:
     model: str
     inputs: list[str]
     request_id: str = field(default_factory=new_request_id)
+    annotations: dict[str, Any] = field(default_factory=dict)
+    data_label: str | None = None
 
 
 @dataclass(slots=True)

@@ -1,10 +1,21 @@
-"""InferenceService: looks models up, admits requests through a bounded queue, and runs engines."""
+"""InferenceService: the one generation pipeline every surface calls, with the caller's identity.
+
+A request walks: stages' `before` -> model lookup -> authorization (scope, model, clearance) -> admission
+(capacity, quotas, a durable `request.admitted` record) -> engine -> stages' `after` -> settlement and the
+`request.finished` record, written from the domain result however the request ends.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import dataclasses
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, assert_never
+
+import anyio
 
 from garrison.domain import (
     Completion,
@@ -13,14 +24,24 @@ from garrison.domain import (
     GenerationDone,
     GenerationEvent,
     GenerationRequest,
+    GenerationStarted,
     Timings,
     TokenDelta,
+    ToolCallEvent,
     Usage,
+    collect,
 )
 from garrison.engines.base import Embedder, Engine, EngineRegistry, default_engines
-from garrison.errors import EngineError, InvalidRequest, Overloaded
-from garrison.registry import ModelInfo, ModelRegistry, build_registry
+from garrison.errors import ContextLengthExceeded, EngineError, GarrisonError, InvalidRequest, Overloaded
+from garrison.pipeline.ledger import Ledger, Origin, Outcome, Ticket, estimate_prompt_tokens
+from garrison.pipeline.stages import Caller, Stage, run_after, run_before
+from garrison.registry import Kind, ModelInfo, ModelRegistry, build_registry
 from garrison.settings import Settings
+
+if TYPE_CHECKING:
+    from garrison.security import Security
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -32,30 +53,49 @@ class _Admission:
 
 
 class InferenceService:
-    """The one entry point routers use for generation and embeddings, whatever the surface."""
+    """The one entry point surfaces use for generation and embeddings, whatever the surface."""
 
-    def __init__(self, registry: ModelRegistry, engines: dict[str, Engine | Embedder], settings: Settings) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        engines: dict[str, Engine | Embedder],
+        settings: Settings,
+        *,
+        security: Security | None = None,
+        stages: Sequence[Stage] = (),
+    ) -> None:
         self.registry = registry
         self._engines = engines
         limit = settings.engine.max_concurrent_sequences + settings.engine.max_queue
         self._admission = {model_id: _Admission(limit) for model_id in engines}
+        self.ledger = Ledger(security)
+        self.stages: list[Stage] = list(stages)
 
     @classmethod
-    def from_settings(cls, settings: Settings, engines: EngineRegistry | None = None) -> InferenceService:
-        """Load every configured model (digests checked) and build its engine."""
+    def from_settings(
+        cls, settings: Settings, engines: EngineRegistry | None = None, *, security: Security | None = None
+    ) -> InferenceService:
+        """Load every configured model (digests checked) and build each engine through its factory."""
         engines = engines or default_engines()
-        registry = build_registry(settings)
-        generate = [m for m in registry if m.kind == "generate"]
-        embed = [m for m in registry if m.kind == "embed"]
+        registry = build_registry(settings, engines)
+        by_engine: dict[str, list[ModelInfo]] = {}
+        for info in registry:
+            by_engine.setdefault(info.engine, []).append(info)
         built: dict[str, Engine | Embedder] = {}
-        if generate:
-            built.update(engines.factory("llama")(generate, settings))
-        if embed:
-            built.update(engines.factory("onnx-embeddings")(embed, settings))
-        return cls(registry, built, settings)
+        for name, models in by_engine.items():
+            built.update(engines.factory(name)(models, settings))
+        return cls(registry, built, settings, security=security)
 
-    def model(self, model_id: str, kind: str | None = None) -> ModelInfo:
-        return self.registry.get(model_id, kind)  # type: ignore[arg-type]
+    def attach_security(self, security: Security | None) -> None:
+        """Check keys, quotas and audit against `security` (None: everything allowed, nothing recorded)."""
+        self.ledger = Ledger(security)
+
+    def anonymous(self) -> Caller:
+        """The caller of a request when auth is disabled."""
+        return self.ledger.anonymous()
+
+    def model(self, model_id: str, kind: Kind | None = None) -> ModelInfo:
+        return self.registry.get(model_id, kind)
 
     def engine(self, model_id: str) -> Engine | Embedder:
         return self._engines[model_id]
@@ -66,14 +106,24 @@ class InferenceService:
 
     def engine_metrics(self) -> dict[str, dict[str, int]]:
         """Scheduler metrics of every engine that reports them (running, waiting, tokens, KV, prefix hits)."""
-        return {
-            model_id: engine.metrics()  # type: ignore[union-attr]
-            for model_id, engine in self._engines.items()
-            if callable(getattr(engine, "metrics", None))
-        }
+        out: dict[str, dict[str, int]] = {}
+        for model_id, engine in self._engines.items():
+            metrics = getattr(engine, "metrics", None)
+            if callable(metrics):
+                out[model_id] = metrics()
+        return out
+
+    async def aclose(self) -> None:
+        """Close every engine (at shutdown), each shielded from cancellation."""
+        for model_id, engine in self._engines.items():
+            with anyio.CancelScope(shield=True):
+                try:
+                    await engine.aclose()
+                except Exception:  # noqa: BLE001 - one engine's failure must not keep the others open
+                    log.exception("closing the engine of %s failed", model_id)
 
     @contextlib.contextmanager
-    def _admit(self, model_id: str):  # type: ignore[no-untyped-def]
+    def _admit(self, model_id: str) -> Iterator[None]:
         admission = self._admission[model_id]
         if admission.in_flight >= admission.limit:
             raise Overloaded(
@@ -87,58 +137,262 @@ class InferenceService:
         finally:
             admission.in_flight -= 1
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        """Generate, yielding deltas then one GenerationDone; closing it early cancels the generation."""
-        info = self.model(request.model, "generate")
-        engine = self._engines[info.id]
-        assert isinstance(engine, Engine)
-        with self._admit(info.id):
-            events = engine.generate(request)
+    async def stream(
+        self, request: GenerationRequest, caller: Caller | None = None, origin: Origin | None = None
+    ) -> AsyncIterator[GenerationEvent]:
+        """Generate, yielding events that end with one GenerationDone; closing it early cancels the generation.
+
+        The GenerationDone is yielded only once the request's usage and `request.finished` record are
+        durable; when they cannot be written the stream raises AuditWriteError instead.
+        """
+        caller = caller or self.anonymous()
+        origin = origin or Origin(request.request_id)
+        request.request_id = origin.request_id
+        ledger = self.ledger
+        with contextlib.ExitStack() as held:
             try:
-                async for event in events:
+                ledger.authorize(caller, request.scope, request.model)
+                request = await run_before(self.stages, request, caller)
+                ledger.clear(caller, request.data_label)
+                info = self.model(request.model, "generate")
+                engine = self._engines[info.id]
+                if not isinstance(engine, Engine):
+                    raise EngineError(f"model '{info.id}' has no generation engine")
+                held.enter_context(self._admit(info.id))
+                asked = request.sampling.max_tokens
+                room = max(1, info.context_length - estimate_prompt_tokens(request))
+                completion = asked if asked is not None else room  # no max_tokens: up to the context
+                ticket = await anyio.to_thread.run_sync(
+                    lambda: ledger.admit(origin, caller, info.id, request, completion, open_ended=asked is None)
+                )
+            except GarrisonError as exc:
+                if origin.records == 0:
+                    await anyio.to_thread.run_sync(ledger.refuse, origin, caller, request.model, request, exc)
+                raise
+            run = self._run(engine, request, caller, ticket)
+            try:
+                async for event in run:
                     yield event
             finally:
-                await events.aclose()  # type: ignore[attr-defined]
+                with anyio.CancelScope(shield=True):
+                    await run.aclose()  # type: ignore[attr-defined]
 
-    async def start(self, request: GenerationRequest) -> tuple[GenerationEvent, AsyncIterator[GenerationEvent]]:
+    async def _run(
+        self, engine: Engine, request: GenerationRequest, caller: Caller, ticket: Ticket
+    ) -> AsyncIterator[GenerationEvent]:
+        """An admitted generation: engine and stages, metered, settled and recorded however it ends."""
+        meter = _Meter(estimate_prompt_tokens(request), ticket.limit)
+        inner = _engine_events(engine, _within_limit(request, ticket.limit, meter.estimate))
+        events = run_after(self.stages, request, caller, meter.watch(inner, ticket))
+        failure: BaseException | None = None
+        try:
+            async for event in events:
+                meter.seen(event)
+                if isinstance(event, GenerationDone):
+                    outcome = meter.outcome(ticket.origin, None)
+                    await anyio.to_thread.run_sync(self.ledger.finish, ticket, outcome)
+                    yield event
+                    return
+                yield event
+            raise EngineError("the engine ended without a result")
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await events.aclose()  # type: ignore[attr-defined]
+                await inner.aclose()  # type: ignore[attr-defined]
+                if not ticket.finished:
+                    try:
+                        outcome = meter.outcome(ticket.origin, failure)
+                        await anyio.to_thread.run_sync(self.ledger.finish, ticket, outcome)
+                    except Exception as exc:  # noqa: BLE001 - the request already failed or its client left
+                        log.error("request %s: its end could not be recorded: %s", ticket.origin.request_id, exc)
+
+    async def start(
+        self, request: GenerationRequest, caller: Caller | None = None, origin: Origin | None = None
+    ) -> tuple[GenerationEvent, AsyncIterator[GenerationEvent]]:
         """Begin a generation and wait for its first event, so request errors surface before streaming."""
-        events = self.stream(request)
+        events = self.stream(request, caller, origin)
         try:
             first = await anext(events)
         except BaseException:
-            await events.aclose()
+            with anyio.CancelScope(shield=True):
+                await events.aclose()  # type: ignore[attr-defined]
             raise
         return first, events
 
-    async def complete(self, request: GenerationRequest) -> Completion:
-        """Generate to the end and return the whole text."""
-        parts: list[str] = []
-        done: GenerationDone | None = None
-        async for event in self.stream(request):
-            if isinstance(event, TokenDelta):
-                parts.append(event.text)
-            else:
-                done = event
-        if done is None:
+    async def complete(
+        self, request: GenerationRequest, caller: Caller | None = None, origin: Origin | None = None
+    ) -> Completion:
+        """Generate to the end and return the whole result (every choice's text, tool calls, logprobs)."""
+        seen: list[GenerationEvent] = []
+        events = self.stream(request, caller, origin)
+        try:
+            async for event in events:
+                seen.append(event)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await events.aclose()  # type: ignore[attr-defined]
+        if not any(isinstance(event, GenerationDone) for event in seen):
             raise EngineError("the engine ended without a result")
-        return Completion(
-            request_id=request.request_id,
-            model=request.model,
-            text="".join(parts),
-            finish_reason=done.finish_reason,
-            usage=done.usage,
-            timings=done.timings,
-            created=request.created,
-        )
+        return collect(request, seen)
 
-    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
-        info = self.model(request.model, "embed")
-        embedder = self._engines[info.id]
-        assert isinstance(embedder, Embedder)
-        if not request.inputs:
-            raise InvalidRequest("'input' must not be empty", param="input")
-        with self._admit(info.id):
-            return await embedder.embed(request)
+    async def embed(
+        self, request: EmbeddingRequest, caller: Caller | None = None, origin: Origin | None = None
+    ) -> EmbeddingResult:
+        """Embed texts for `caller`: authorized, admitted, settled and recorded like a generation."""
+        caller = caller or self.anonymous()
+        origin = origin or Origin(request.request_id)
+        request.request_id = origin.request_id
+        ledger = self.ledger
+        with contextlib.ExitStack() as held:
+            try:
+                ledger.authorize(caller, "embeddings", request.model)
+                ledger.clear(caller, request.data_label)
+                info = self.model(request.model, "embed")
+                embedder = self._engines[info.id]
+                if not isinstance(embedder, Embedder):
+                    raise EngineError(f"model '{info.id}' has no embedding engine")
+                if not request.inputs:
+                    raise InvalidRequest("'input' must not be empty", param="input")
+                held.enter_context(self._admit(info.id))
+                ticket = await anyio.to_thread.run_sync(ledger.admit, origin, caller, info.id, request, 0)
+            except GarrisonError as exc:
+                if origin.records == 0:
+                    await anyio.to_thread.run_sync(ledger.refuse, origin, caller, request.model, request, exc)
+                raise
+            outcome = Outcome(0, 0, status=500, reason="the embedder did not finish")
+            try:
+                result = await embedder.embed(request)
+                outcome = Outcome(result.prompt_tokens, 0)
+            except GarrisonError as exc:
+                outcome = Outcome(0, 0, status=exc.status, error=exc, reason=exc.message)
+                raise
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(ledger.finish, ticket, outcome)
+            return result
 
 
-__all__ = ["InferenceService", "Timings", "Usage"]
+def _within_limit(request: GenerationRequest, limit: int | None, estimate: int) -> GenerationRequest:
+    """The request as the engine gets it: max_tokens no larger than the key's limits leave room for."""
+    if limit is None:
+        return request
+    room = max(1, limit - estimate)
+    asked = request.sampling.max_tokens
+    if asked is not None and asked <= room:
+        return request
+    sampling = dataclasses.replace(request.sampling, max_tokens=room, max_tokens_is_cap=True)
+    return dataclasses.replace(request, sampling=sampling)
+
+
+async def _engine_events(engine: Engine, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    """The engine's events; a max_tokens that is only a cap (Ollama's num_predict, a quota's room) and
+    overflows the context means 'until the context is full', not an error."""
+    events = engine.generate(request)
+    try:
+        try:
+            first = await anext(events, None)
+        except ContextLengthExceeded as exc:
+            sampling = request.sampling
+            if exc.param != "max_tokens" or not sampling.max_tokens_is_cap or sampling.max_tokens is None:
+                raise
+            with anyio.CancelScope(shield=True):
+                await events.aclose()  # type: ignore[attr-defined]
+            request = dataclasses.replace(request, sampling=dataclasses.replace(sampling, max_tokens=None))
+            events = engine.generate(request)
+            first = await anext(events, None)
+        if first is None:
+            return
+        yield first
+        async for event in events:
+            yield event
+    finally:
+        with anyio.CancelScope(shield=True):
+            await events.aclose()  # type: ignore[attr-defined]
+
+
+class _Meter:
+    """Counts what a generation actually prompted and generated, and stops it at its key's limit."""
+
+    def __init__(self, estimate: int, limit: int | None) -> None:
+        self.estimate = estimate
+        self.limit = limit
+        self.prompt_tokens: int | None = None
+        self.completion_tokens = 0
+        self.done: GenerationDone | None = None
+        self.parts: list[str] = []
+        self.delivered = False  # an event reached the consumer (a stream's HTTP status is then 200)
+
+    async def watch(self, events: AsyncIterator[GenerationEvent], ticket: Ticket) -> AsyncIterator[GenerationEvent]:
+        """The engine's events, counted; at the limit the generation ends with finish_reason 'length'."""
+        async for event in events:
+            match event:
+                case GenerationStarted():
+                    self.prompt_tokens = event.prompt_tokens
+                    if self.limit is not None and event.prompt_tokens >= self.limit:
+                        self.prompt_tokens = 0  # refused before any prompt processing: nothing to charge
+                        raise ticket.over_limit(event.prompt_tokens)
+                case TokenDelta():
+                    self.completion_tokens += event.tokens
+                case GenerationDone():
+                    self.done = event
+                case ToolCallEvent():
+                    pass
+                case _:
+                    assert_never(event)
+            yield event
+            if (
+                isinstance(event, TokenDelta)
+                and self.limit is not None
+                and self._prompt() + self.completion_tokens >= self.limit
+            ):
+                self.done = GenerationDone("length", self.usage())
+                yield self.done
+                return
+
+    def seen(self, event: GenerationEvent) -> None:
+        """An event on its way to the consumer (after the stages)."""
+        self.delivered = True
+        match event:
+            case TokenDelta():
+                self.parts.append(event.text)
+            case ToolCallEvent():  # the audit record keeps what was answered, calls included
+                self.parts.append(json.dumps({"tool_call": {"name": event.call.name,
+                                                            "arguments": event.call.arguments}}))
+            case GenerationStarted() | GenerationDone():
+                pass
+            case _:
+                assert_never(event)
+
+    def _prompt(self) -> int:
+        if self.prompt_tokens is not None:
+            return self.prompt_tokens
+        return self.done.usage.prompt_tokens if self.done is not None else self.estimate
+
+    def usage(self) -> Usage:
+        if self.done is not None:
+            return self.done.usage
+        return Usage(prompt_tokens=self._prompt(), completion_tokens=self.completion_tokens)
+
+    def outcome(self, origin: Origin, failure: BaseException | None) -> Outcome:
+        """How the request ended, with the tokens it actually used."""
+        usage = self.usage()
+        text = "".join(self.parts)
+        if failure is None and self.done is not None:
+            return Outcome(usage.prompt_tokens, usage.completion_tokens, finish_reason=self.done.finish_reason,
+                           response_text=text)
+        streamed = origin.streaming and self.delivered
+        if isinstance(failure, GarrisonError):
+            return Outcome(usage.prompt_tokens, usage.completion_tokens, status=200 if streamed else failure.status,
+                           error=failure, reason=failure.message, response_text=text)
+        if failure is None or isinstance(failure, GeneratorExit | anyio.get_cancelled_exc_class()):
+            return Outcome(usage.prompt_tokens, usage.completion_tokens, status=200 if streamed else 499,
+                           reason="the client went away before the end", finish_reason="cancelled",
+                           response_text=text)
+        return Outcome(usage.prompt_tokens, usage.completion_tokens, status=200 if streamed else 500,
+                       reason=f"unhandled {type(failure).__name__}", response_text=text)
+
+
+__all__ = ["InferenceService", "Origin", "Timings", "Usage"]

@@ -18,11 +18,22 @@ EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
 EMBEDDING_MODEL_ID = "all-minilm-l6-v2"
 
 
+Classification = Literal["public", "internal", "confidential", "restricted"]
+
+
 class ModelConfig(BaseModel):
-    """A GGUF model served by the embedded engine, pinned by digest."""
+    """A served model: by default a GGUF file on the embedded llama engine, pinned by digest."""
 
     id: str = Field(description="Stable model id clients use, e.g. 'qwen2.5-coder-1.5b'.")
-    path: Path = Field(description="Path to the GGUF file.")
+    engine: str = Field(
+        default="llama", description="The engine that serves this model ('llama' = embedded llama.cpp)."
+    )
+    path: Path | None = Field(default=None, description="Path to the model file (a GGUF for 'llama').")
+    trust: Classification = Field(
+        default="restricted",
+        description="The highest data classification this model may see (public < internal < confidential "
+        "< restricted); in-process models see everything, upstream ones should be set lower.",
+    )
     sha256: str | None = Field(
         default=None, description="Pinned sha256 of the file; start-up refuses a file whose digest differs."
     )

@@ -10,40 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fakes import ScriptedEngine, service
 from garrison.api.app import create_app
-from garrison.domain import GenerationDone, GenerationEvent, GenerationRequest, TokenDelta, Usage
-from garrison.errors import EngineError
-from garrison.registry import ModelInfo, ModelRegistry
-from garrison.service import InferenceService
 from garrison.settings import load_settings
-
-
-class ScriptedEngine:
-    """Yields scripted pieces; can block until released, or fail after the first piece."""
-
-    def __init__(self, pieces: list[str], fail_after_first: bool = False) -> None:
-        self.pieces = pieces
-        self.fail_after_first = fail_after_first
-        self.release = asyncio.Event()
-        self.block = False
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        for index, piece in enumerate(self.pieces):
-            if self.block:
-                await self.release.wait()
-            yield TokenDelta(piece)
-            if self.fail_after_first and index == 0:
-                raise EngineError("the engine failed while generating: RuntimeError")
-        yield GenerationDone("stop", Usage(prompt_tokens=3, completion_tokens=len(self.pieces)))
 
 
 def make_app(engine: ScriptedEngine, tmp_path: Path, max_queue: int = 0):  # type: ignore[no-untyped-def]
     settings = load_settings(home=tmp_path, engine={"max_concurrent_sequences": 1, "max_queue": max_queue,
                                                     "embeddings": False}, auth={"enabled": False})
-    info = ModelInfo(id="fake", kind="generate", path=tmp_path, size_bytes=0, sha256="0", quantization="F16",
-                     context_length=128)
-    service = InferenceService(ModelRegistry([info]), {"fake": engine}, settings)
-    return create_app(settings, service)
+    return create_app(settings, service({"fake": engine}, settings))
 
 
 def client(app) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,46 +10,21 @@ import httpx
 import ollama
 import pytest
 
+from fakes import ScriptedEngine, service
 from garrison.api.app import create_app
-from garrison.domain import GenerationDone, GenerationEvent, GenerationRequest, Timings, TokenDelta, Usage
-from garrison.errors import ContextLengthExceeded, EngineError
-from garrison.registry import ModelInfo, ModelRegistry
-from garrison.service import InferenceService
 from garrison.settings import load_settings
 
 CONTEXT = 64
 
 
-class OllamaScriptedEngine:
-    """Yields scripted pieces; fails after the first one if asked; refuses budgets past its context."""
-
-    def __init__(self, pieces: list[str], fail_after_first: bool = False) -> None:
-        self.pieces = pieces
-        self.fail_after_first = fail_after_first
-        self.requests: list[GenerationRequest] = []
-        self.budgets: list[int | None] = []  # max_tokens as each call saw it (the router may change it)
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        self.requests.append(request)
-        max_tokens = request.sampling.max_tokens
-        self.budgets.append(max_tokens)
-        if request.prompt == "too long":
-            raise ContextLengthExceeded("the prompt is 99 tokens", param="messages")
-        if max_tokens is not None and max_tokens + 4 > CONTEXT:
-            raise ContextLengthExceeded(f"{max_tokens + 4} tokens requested", param="max_tokens")
-        for index, piece in enumerate(self.pieces):
-            yield TokenDelta(piece)
-            if self.fail_after_first and index == 0:
-                raise EngineError("the engine failed while generating: RuntimeError")
-        timings = Timings(prompt_eval_ns=10, eval_ns=20, total_ns=30)
-        yield GenerationDone("stop", Usage(prompt_tokens=4, completion_tokens=len(self.pieces)), timings)
+def OllamaScriptedEngine(pieces: list[str], fail_after_first: bool = False) -> ScriptedEngine:  # noqa: N802
+    """The shared scripted engine as these tests use it: Ollama-like usage, a 64-token context."""
+    return ScriptedEngine(pieces, prompt_tokens=4, fail_after_first=fail_after_first, context=CONTEXT)
 
 
-def make_app(engine: OllamaScriptedEngine, tmp_path: Path):  # type: ignore[no-untyped-def]
+def make_app(engine: ScriptedEngine, tmp_path: Path):  # type: ignore[no-untyped-def]
     settings = load_settings(home=tmp_path, engine={"embeddings": False}, auth={"enabled": False})
-    info = ModelInfo(id="fake", kind="generate", path=tmp_path / "fake.gguf", size_bytes=0, sha256="0",
-                     quantization="F16", context_length=CONTEXT)
-    return create_app(settings, InferenceService(ModelRegistry([info]), {"fake": engine}, settings))
+    return create_app(settings, service({"fake": engine}, settings, CONTEXT))
 
 
 def http(app) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]

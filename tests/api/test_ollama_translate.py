@@ -19,8 +19,9 @@ from garrison.api.ollama.schemas import (
     ShowRequest,
 )
 from garrison.domain import Completion, EmbeddingResult, GenerationDone, Timings, Usage
+from garrison.engines.gguf import FimTokens, GgufModel
 from garrison.errors import InvalidRequest
-from garrison.registry import FimTokens, ModelInfo
+from garrison.registry import ModelFile, ModelInfo
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
 
@@ -36,16 +37,22 @@ def chat(**fields: Any) -> ChatRequest:
 
 def info(model_id: str = "m", kind: str = "generate", fim: FimTokens | None = None,
          **extra: Any) -> ModelInfo:
-    suffix = ".gguf" if kind == "generate" else ".onnx"
+    if kind == "embed":
+        return ModelInfo(
+            id=model_id, kind="embed", engine="onnx-embeddings", context_length=extra["context_length"],
+            capabilities=frozenset({"embeddings"}), details=ModelFile(Path(f"/srv/models/{model_id}.onnx")),
+            format="onnx", size_bytes=1234, digest="ab" * 32, quantization="INT8",
+            architecture=extra["architecture"], parameters="22.7M", metadata=extra["metadata"],
+        )
     fields: dict[str, Any] = {
-        "id": model_id, "kind": kind, "path": Path(f"/srv/models/{model_id}{suffix}"), "size_bytes": 1234,
+        "id": model_id, "path": Path(f"/srv/models/{model_id}.gguf"), "size_bytes": 1234,
         "sha256": "ab" * 32, "quantization": "Q4_1", "context_length": 2048, "train_context_length": 8192,
         "architecture": "llama", "parameters": "135M", "chat_template": "{{ messages }}",
         "eos_token": "<|im_end|>", "fim": fim,
         "metadata": {"general.architecture": "llama", "llama.context_length": 8192,
                      "general.license": "apache-2.0", "general.languages": ["en"]},
     }
-    return ModelInfo(**{**fields, **extra})
+    return GgufModel(**{**fields, **extra}).model_info()
 
 
 def test_stream_is_on_unless_switched_off_and_unknown_fields_are_ignored() -> None:

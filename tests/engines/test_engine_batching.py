@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 from openai import AsyncOpenAI
 
-from garrison.domain import GenerationDone, GenerationRequest, SamplingParams, TokenDelta
+from garrison.domain import GenerationDone, GenerationRequest, GenerationStarted, SamplingParams, TokenDelta
 from garrison.engines.llama import PROMPT_ROWS_PER_STEP
 
 MODEL = "smollm2-135m-instruct"
@@ -179,7 +179,9 @@ def test_cancellation_frees_slots_and_queue_places(live_server) -> None:
                                  sampling=SamplingParams(max_tokens=1000, temperature=0, ignore_eos=True))
 
     async def first_event(stream: Any) -> Any:
-        return await anext(stream)
+        """The first generated event (GenerationStarted, the counted prompt, comes before any slot)."""
+        event = await anext(stream)
+        return await anext(stream) if isinstance(event, GenerationStarted) else event
 
     async def run() -> GenerationDone:
         streams = [engine.generate(request(i)) for i in range(slots + 2)]
@@ -228,6 +230,7 @@ def test_running_stream_keeps_generating_while_long_prompts_prefill(live_server)
         running = engine.generate(GenerationRequest(
             model=MODEL, prompt="Once upon a time", sampling=SamplingParams(max_tokens=1500, temperature=0,
                                                                             ignore_eos=True)))
+        assert isinstance(await anext(running), GenerationStarted)
         assert isinstance(await anext(running), TokenDelta)
         arrived = asyncio.Event()
         during = 0

@@ -9,18 +9,19 @@ import pytest
 
 from garrison.domain import GenerationRequest
 from garrison.engines.fim import fim_prompt, fim_template, supports_fim
+from garrison.engines.gguf import FimTokens, GgufModel
 from garrison.engines.prompt import build_prompt
 from garrison.errors import InvalidRequest
-from garrison.registry import FimTokens, ModelInfo
+from garrison.registry import embedding_model_info
 
 PREFIX = "def add(a, b):\n    "
 SUFFIX = "\n\nprint(add(1, 2))\n"
 
 
 def model(model_id: str, fim: tuple[str, str, str] | None = None, arch: str = "llama",
-          **metadata: Any) -> ModelInfo:
-    return ModelInfo(
-        id=model_id, kind="generate", path=Path(f"/models/{model_id}.gguf"), size_bytes=1, sha256="0" * 64,
+          **metadata: Any) -> GgufModel:
+    return GgufModel(
+        id=model_id, path=Path(f"/models/{model_id}.gguf"), size_bytes=1, sha256="0" * 64,
         quantization="Q4_K_M", context_length=4096, architecture=arch,
         fim=FimTokens(*fim) if fim else None, metadata={"general.architecture": arch, **metadata},
     )
@@ -41,7 +42,7 @@ DEEPSEEK = model("deepseek-coder-1.3b", ("<｜fim▁begin｜>", "<｜fim▁hole�
     (CODESTRAL, "codestral", f"[SUFFIX]{SUFFIX}[PREFIX]{PREFIX}"),
     (DEEPSEEK, "deepseek-coder", f"<｜fim▁begin｜>{PREFIX}<｜fim▁hole｜>{SUFFIX}<｜fim▁end｜>"),
 ])
-def test_each_family_uses_its_own_layout(info: ModelInfo, family: str, expected: str) -> None:
+def test_each_family_uses_its_own_layout(info: GgufModel, family: str, expected: str) -> None:
     assert fim_template(info).family == family  # type: ignore[union-attr]
     assert fim_prompt(info, PREFIX, SUFFIX) == expected
     assert supports_fim(info)
@@ -92,10 +93,9 @@ def test_model_without_fim_is_a_clear_400_naming_it() -> None:
     assert "garrison models add" in caught.value.message
 
 
-def test_embedding_models_never_do_fim() -> None:
-    info = model("coder-embed", ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"))
-    info.kind = "embed"
-    assert fim_template(info) is None
+def test_fim_is_a_capability_of_gguf_models_only() -> None:
+    assert "fim" in QWEN.model_info().capabilities and "fim" not in model("plain").model_info().capabilities
+    assert "fim" not in embedding_model_info().capabilities  # embedding models never do FIM
 
 
 def test_build_prompt_routes_a_suffix_through_fim_and_adds_no_template_stops() -> None:

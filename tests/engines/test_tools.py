@@ -25,12 +25,12 @@ from garrison.domain import (
     collect,
 )
 from garrison.engines.choices import ChoiceQueue, ChoiceStream, merge
+from garrison.engines.gguf import GgufModel
 from garrison.engines.logprobs import Record, record
 from garrison.engines.prompt import render_chat
 from garrison.engines.tools import ToolCallParser, plan_tools, tool_format, validate_tools
 from garrison.engines.tools.families import GENERIC, HERMES, LLAMA3, MISTRAL
 from garrison.errors import InvalidRequest
-from garrison.registry import ModelInfo
 
 SMOLLM2_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
@@ -69,9 +69,9 @@ TIME = ToolSpec(name="get_time", parameters={"type": "object", "properties": {"t
                                              "required": ["tz"]})
 
 
-def info(template: str | None, name: str = "some-model") -> ModelInfo:
-    return ModelInfo(id=name, kind="generate", path=Path("/nonexistent.gguf"), size_bytes=0, sha256="",
-                     quantization="Q4_0", context_length=2048, chat_template=template, eos_token="<|im_end|>")
+def info(template: str | None, name: str = "some-model") -> GgufModel:
+    return GgufModel(id=name, path=Path("/nonexistent.gguf"), size_bytes=0, sha256="", quantization="Q4_0",
+                     context_length=2048, chat_template=template, eos_token="<|im_end|>")
 
 
 def request(*messages: ChatMessage, tools: list[ToolSpec] | None = None, choice: ToolChoice | None = None,

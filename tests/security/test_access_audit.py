@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
+from fakes import ScriptedEngine
 from garrison.api.access import authorize
 from garrison.security import Security, setup
 from garrison.security.principal import Limits
@@ -21,6 +22,11 @@ from garrison.settings import Settings
 
 FAIL_AUDIT = (
     "CREATE TRIGGER audit_fails BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+)
+# The disk fills up while a request runs: its admission is recorded, its end cannot be.
+FAIL_FINISH = (
+    "CREATE TRIGGER finish_fails BEFORE INSERT ON audit_log WHEN NEW.event = 'request.finished' "
+    "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
 )
 
 
@@ -32,6 +38,7 @@ def test_n_requests_make_n_records_including_denials(
     admin_headers: dict[str, str],
 ) -> None:
     good = new_key(name="alice", scopes=["chat"], models=["tiny"], limits=Limits(rpm=3))
+    ollama_chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
     responses = [
         chat(good),  # allowed
         chat(None),  # 401 missing
@@ -39,34 +46,40 @@ def test_n_requests_make_n_records_including_denials(
         chat(new_key(env="dev")),  # 401 wrong environment
         chat(good, model="big"),  # 403 model
         client.post(
-            "/v1/embeddings", json={"model": "tiny"}, headers={"Authorization": f"Bearer {good}"}
+            "/v1/embeddings", json={"model": "tiny", "input": "x"}, headers={"Authorization": f"Bearer {good}"}
         ),  # 403
         chat(good),  # allowed
         chat(good),  # allowed (3rd of 3 rpm)
         chat(good),  # 429
         client.get("/admin/keys", headers=admin_headers),  # allowed admin
         client.get("/nope", headers=admin_headers),  # 404 after authentication
-        client.post(
-            "/api/chat", json={"model": "tiny"}, headers={"Authorization": f"Bearer {good}"}
-        ),  # 429 ndjson
+        client.post("/api/chat", json=ollama_chat, headers={"Authorization": f"Bearer {good}"}),  # 429 ndjson
     ]
     client.get("/health")  # public liveness probes are not audited (audit.exclude_paths)
     records = security.audit.query(limit=None)
-    assert len(records) == len(responses)
-    assert [r["request_id"] for r in records] == [resp.headers["x-request-id"] for resp in responses]
-    assert [r["status"] for r in records] == [resp.status_code for resp in responses]
-    assert [r["status"] for r in records] == [200, 401, 401, 401, 403, 403, 200, 200, 429, 200, 404, 429]
-    assert [r["decision"] for r in records] == [
+    by_request: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_request.setdefault(record["request_id"], []).append(record)
+    ids = [resp.headers["x-request-id"] for resp in responses]
+    assert list(by_request) == ids  # every request has its records, in order, and nothing else does
+    generated = {0, 6, 7}  # admitted generations: a request.admitted and a request.finished record each
+    assert [[r["event"] for r in by_request[i]] for i in ids] == [
+        ["request.admitted", "request.finished"] if n in generated else ["request"] for n in range(len(ids))
+    ]
+    final = [by_request[i][-1] for i in ids]
+    assert [r["status"] for r in final] == [resp.status_code for resp in responses]
+    assert [r["status"] for r in final] == [200, 401, 401, 401, 403, 403, 200, 200, 429, 200, 404, 429]
+    assert [r["decision"] for r in final] == [
         "allow",
         *["deny"] * 5,
         "allow",
         "allow",
         "deny",
         "allow",
-        "allow",
+        "error",
         "deny",
     ]
-    first, denied_model = records[0], records[4]
+    first, denied_model = final[0], final[4]
     assert (first["key_name"], first["env"], first["route"], first["model"]) == (
         "alice",
         "prod",
@@ -78,30 +91,33 @@ def test_n_requests_make_n_records_including_denials(
     assert (
         "not allowed the model 'big'" in denied_model["reason"] and denied_model["key_id"] == first["key_id"]
     )
-    assert records[1]["key_id"] is None and "missing API key" in records[1]["reason"]
-    assert "requests-per-minute" in records[8]["reason"]
-    assert records[10]["reason"] == "authenticated; the route checked no scope"
+    assert denied_model["error_code"] == "model_not_allowed"
+    assert final[1]["key_id"] is None and "missing API key" in final[1]["reason"]
+    assert "requests-per-minute" in final[8]["reason"] and final[8]["error_code"] == "rpm_limit_exceeded"
+    assert (final[10]["reason"], final[10]["error_code"]) == ("no route GET /nope", "not_found")
+    assert final[10]["key_id"] == security.guard.authenticate(admin_headers["Authorization"]).key_id
     assert security.audit.verify().ok
 
 
 def test_streams_are_audited_with_their_tokens(
-    client: TestClient, new_key: Callable[..., str], security: Security
+    client: TestClient, new_key: Callable[..., str], security: Security, engine: ScriptedEngine
 ) -> None:
     token = new_key()
     body = {
         "model": "tiny",
         "messages": [{"role": "user", "content": "hi"}],
         "stream": True,
-        "completion_tokens": 9,
     }
+    engine.script(7, 9)
     with client.stream(
         "POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {token}"}
     ) as response:
         text = "".join(response.iter_text())
     assert response.status_code == 200
-    assert text.endswith("data: [DONE]\n\n") and text.count("data: ") == 3
+    assert text.endswith("data: [DONE]\n\n") and text.count("data: ") == 5  # role, po, ng, finish, DONE
     record = security.audit.query()[-1]
     assert (record["request_id"], record["completion_tokens"]) == (response.headers["x-request-id"], 9)
+    assert (record["event"], record["prompt_tokens"], record["status"]) == ("request.finished", 7, 200)
 
 
 def test_audit_failure_fails_a_response_closed(
@@ -124,11 +140,23 @@ def test_audit_failure_fails_a_response_closed(
     assert any("audit write failed" in r.message for r in caplog.records)
 
 
+def test_audit_failure_refuses_a_stream_before_any_data(
+    client: TestClient, new_key: Callable[..., str], security: Security, engine: ScriptedEngine
+) -> None:
+    token = new_key()
+    security.store.execute(FAIL_AUDIT)
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    response = client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 500  # no admission record, no engine work, no data
+    assert "audit record could not be written" in response.json()["error"]["message"]
+    assert engine.requests == [] and security.usage.rows() == []
+
+
 def test_audit_failure_ends_a_stream_with_an_error_instead_of_done(
     client: TestClient, new_key: Callable[..., str], security: Security
 ) -> None:
     token = new_key()
-    security.store.execute(FAIL_AUDIT)
+    security.store.execute(FAIL_FINISH)
     body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     with client.stream(
         "POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {token}"}
@@ -138,16 +166,18 @@ def test_audit_failure_ends_a_stream_with_an_error_instead_of_done(
     assert "[DONE]" not in "".join(events)
     last = json.loads(events[-1].removeprefix("data: "))
     assert "audit record could not be written" in last["error"]["message"]
+    assert [r["event"] for r in security.audit.query()] == ["request.admitted"]
+    assert security.audit.unfinished() == [response.headers["x-request-id"]]
+    assert security.usage.rows() == []  # usage commits with the finished record or not at all
 
 
 def test_audit_failure_ends_an_ndjson_stream_with_an_error_line(
     client: TestClient, new_key: Callable[..., str], security: Security
 ) -> None:
     token = new_key()
-    security.store.execute(FAIL_AUDIT)
-    with client.stream(
-        "POST", "/api/chat", json={"model": "tiny"}, headers={"Authorization": f"Bearer {token}"}
-    ) as response:
+    security.store.execute(FAIL_FINISH)
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+    with client.stream("POST", "/api/chat", json=body, headers={"Authorization": f"Bearer {token}"}) as response:
         lines = [json.loads(line) for line in response.iter_lines() if line]
     assert lines[0]["done"] is False
     assert not any(line.get("done") for line in lines)
@@ -176,10 +206,11 @@ def test_a_crashing_route_is_audited_as_500(security: Security, app_factory: Cal
     assert response.status_code == 500
     assert response.json()["error"]["message"] == "internal server error"  # no traceback to the client
     record = security.audit.query()[-1]
-    assert (record["status"], record["decision"], record["reason"]) == (
+    assert (record["status"], record["decision"], record["reason"], record["error_code"]) == (
         500,
-        "allow",
+        "error",  # it passed authorization, then failed: not "allow"
         "unhandled RuntimeError",
+        "server_error",
     )
     assert record["request_id"] == response.headers["x-request-id"]
 
@@ -200,10 +231,11 @@ def test_content_is_stored_only_as_configured(
         record = security.audit.query()[-1]
     finally:
         security.close()
+    asked = '{"messages":[{"content":"ping","role":"user"}]}'  # canonical JSON: roles and boundaries kept
     expected: dict[str, tuple[Any, Any]] = {
         "none": (None, None),
-        "hash": (hashlib.sha256(b"ping").hexdigest(), hashlib.sha256(b"pong").hexdigest()),
-        "full": ("ping", "pong"),
+        "hash": (hashlib.sha256(asked.encode()).hexdigest(), hashlib.sha256(b"pong").hexdigest()),
+        "full": (asked, "pong"),
     }
     assert (record["prompt"], record["response"]) == expected[mode]
     assert record["content_mode"] == mode

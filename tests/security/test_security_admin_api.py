@@ -79,7 +79,10 @@ def test_usage_and_audit_queries(
     denied = client.get("/admin/audit?decision=deny", headers=admin_headers).json()
     assert [r["status"] for r in denied["data"]] == [401]
     mine = client.get(f"/admin/audit?key={key_id}", headers=admin_headers).json()["data"]
-    assert [r["model"] for r in mine] == ["tiny", "big"]
+    assert [(r["event"], r["model"]) for r in mine] == [
+        ("request.admitted", "tiny"), ("request.finished", "tiny"),
+        ("request.admitted", "big"), ("request.finished", "big"),
+    ]
     page = client.get("/admin/audit?limit=2", headers=admin_headers).json()
     rest = client.get(f"/admin/audit?after={page['last_seq']}", headers=admin_headers).json()
     assert [r["seq"] for r in page["data"] + rest["data"]] == list(

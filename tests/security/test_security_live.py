@@ -64,7 +64,7 @@ def test_revoked_key_is_401(live_server) -> None:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
 
 
-def test_each_request_allowed_or_denied_leaves_one_chained_record(live_server) -> None:
+def test_each_request_allowed_or_denied_leaves_its_chained_records(live_server) -> None:
     audit = live_server.app.state.security.audit
     before = audit.count()
     last_seq = max((r["seq"] for r in audit.query(limit=None)), default=0)
@@ -76,9 +76,13 @@ def test_each_request_allowed_or_denied_leaves_one_chained_record(live_server) -
         _client(live_server, "gsk_dev_not-a-real-key").models.list()
     with pytest.raises(openai.NotFoundError):
         good.chat.completions.create(model="missing", messages=[{"role": "user", "content": "hi"}])
-    assert audit.count() == before + 4
+    assert audit.count() == before + 6  # two generations: admitted + finished each; two single records
     records = audit.query(after_seq=last_seq, limit=None)
-    assert [r["status"] for r in records] == [200, 200, 401, 404]
-    assert [r["decision"] for r in records][:3] == ["allow", "allow", "deny"]
-    assert records[0]["completion_tokens"] == 3 and records[1]["completion_tokens"] == 3
-    assert audit.verify().ok
+    assert [r["event"] for r in records] == [
+        "request.admitted", "request.finished", "request.admitted", "request.finished", "request", "request"]
+    final = [records[1], records[3], records[4], records[5]]
+    assert [r["status"] for r in final] == [200, 200, 401, 404]
+    assert [r["decision"] for r in final] == ["allow", "allow", "deny", "error"]
+    assert final[0]["completion_tokens"] == 3 and final[1]["completion_tokens"] == 3
+    assert final[3]["error_code"] == "model_not_found" and final[3]["model"] == "missing"
+    assert audit.verify().ok and audit.unfinished() == []

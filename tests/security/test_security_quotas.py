@@ -53,28 +53,29 @@ def test_over_tpm_is_429_and_actual_tokens_are_charged(
     chat: Callable[..., httpx.Response], new_key: Callable[..., str], clock: Any
 ) -> None:
     token = new_key(limits=Limits(tpm=600))  # refills 10 tokens per second
-    # estimate 100, actual 7 + 5 = 12: the reservation is settled to the actual count
+    # estimate 6 + 100, actual 7 + 5 = 12: the reservation is settled to the actual count
     for _ in range(5):
         assert chat(token, max_tokens=100).status_code == 200
-    # 600 - 5*12 = 540 left: an estimate of 550 must wait 1 second
-    response = chat(token, max_tokens=550)
+    # 600 - 5*12 = 540 left: an estimate of 6 + 544 = 550 must wait 1 second
+    response = chat(token, max_tokens=544)
     error = _error(response)
     assert error["message"].startswith("key exceeded its tokens-per-minute limit (600 tpm)")
     assert response.headers["retry-after"] == "1"
     clock.advance(1)
-    assert chat(token, max_tokens=550).status_code == 200
+    assert chat(token, max_tokens=544).status_code == 200
 
 
-def test_tokens_beyond_the_estimate_put_the_bucket_in_debt(
+def test_tokens_beyond_the_estimate_are_charged_but_never_past_the_limit(
     chat: Callable[..., httpx.Response], new_key: Callable[..., str], clock: Any
 ) -> None:
     token = new_key(limits=Limits(tpm=60))  # one token per second
-    assert chat(token, max_tokens=1, prompt_tokens=50, completion_tokens=40).status_code == 200  # 90 used
-    response = chat(token, max_tokens=0)
+    # "ping" is estimated at 6 prompt tokens; the engine counts 50, and max_tokens caps the completion at 1
+    assert chat(token, max_tokens=1, prompt_tokens=50, completion_tokens=40).status_code == 200  # 51 used
+    response = chat(token, max_tokens=10)  # asks 6 + 10, the bucket holds 9
     _error(response)
-    assert response.headers["retry-after"] == "30"  # 30 tokens of debt at one per second
-    clock.advance(30)
-    assert chat(token, max_tokens=0).status_code == 200
+    assert response.headers["retry-after"] == "7"
+    clock.advance(7)
+    assert chat(token, max_tokens=10).status_code == 200
 
 
 def test_over_daily_budget_is_429_until_midnight_utc(
@@ -96,9 +97,9 @@ def test_over_daily_budget_is_429_until_midnight_utc(
 def test_daily_budget_survives_a_restart(security: Security, new_key: Callable[..., str]) -> None:
     token = new_key(limits=Limits(daily_tokens=100))
     principal = security.guard.authenticate(f"Bearer {token}")
-    security.guard.admit(principal, 10)
-    security.guard.record_usage(principal, "tiny", 60, 30, reserved_tokens=10)
-    fresh = Quotas(security.usage, security.guard.clock)  # what a restarted server starts with
+    grant = security.guard.admit(principal, 10)
+    security.guard.record_usage(principal, "tiny", 60, 30, grant=grant)
+    fresh = Quotas(security.store, security.usage, security.guard.clock)  # what a restarted server starts with
     with pytest.raises(RateLimited, match=r"\(100 tokens/day, 90 used today"):
         fresh.admit(principal, 20)
     fresh.admit(principal, 10)  # exactly the rest of the budget still fits

@@ -1,4 +1,9 @@
-"""HTTP side of access control: `authorize` for routers; the middleware that ids, guards and audits."""
+"""HTTP side of access control: `authorize` for listing routes; the middleware that ids, guards and audits.
+
+Generations and embeddings are authorized, admitted and audited by the pipeline (garrison.pipeline); this
+middleware writes the one audit record of every other request (listings, admin calls, denials at the door,
+bodies that failed to parse), saying what happened.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from garrison.api.context import RequestContext, get_context
 from garrison.api.errors import error_body, error_headers
 from garrison.audit.log import AuditEvent, AuditLog
 from garrison.errors import AuditWriteError, GarrisonError, Unauthenticated
+from garrison.pipeline.ledger import decision_for
 from garrison.registry import ModelInfo
 from garrison.security import Security
 from garrison.security.principal import Principal
@@ -26,24 +32,14 @@ log = logging.getLogger("garrison.audit")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _STREAMING_TYPES = (b"text/event-stream", b"application/x-ndjson")
-_END_MARKERS = {  # how each stream says "complete": OpenAI's `data: [DONE]`, Ollama's `"done": true` line
-    b"text/event-stream": re.compile(rb"^data: ?\[DONE\]", re.MULTILINE),
-    b"application/x-ndjson": re.compile(rb'"done"\s*:\s*true'),
-}
 
 
-async def authorize(
-    request: Request,
-    scope: str | None,
-    model: str | None = None,
-    estimated_tokens: int = 0,
-    *,
-    clearance: str | None = None,
-) -> Principal | None:
-    """Authenticate, authorize and admit this request before any engine work; None when auth is off.
+async def authorize(request: Request, scope: str | None, model: str | None = None) -> Principal | None:
+    """Authenticate and authorize a request that runs no generation (listings, admin); None when auth is off.
 
-    `scope` is chat|completions|embeddings|admin (None: any valid key); on denial the reason goes on the
-    request context and the garrison error (401/403/429) propagates to the surface's error handler.
+    `scope` is chat|completions|embeddings|admin (None: any valid key); the request counts against the
+    key's requests-per-minute. On denial the garrison error (401/403/429) propagates to the surface's
+    error handler, which notes it for the audit record.
     """
     ctx = get_context(request)
     if model is not None:
@@ -52,16 +48,11 @@ async def authorize(
     if security is None or not security.auth_enabled:
         return None
     guard = security.guard
-    try:
-        principal = ctx.principal or guard.authenticate(request.headers.get("authorization"))
-        ctx.principal = principal
-        guard.authorize(principal, scope, model, clearance=clearance)
-        guard.admit(principal, estimated_tokens)
-    except GarrisonError as exc:
-        ctx.deny(exc.message)
-        raise
+    principal = ctx.principal or guard.authenticate(request.headers.get("authorization"))
+    ctx.principal = principal
+    guard.authorize(principal, scope, model)
+    guard.admit(principal)
     ctx.authorized = True
-    ctx.reserved_tokens += max(0, estimated_tokens)
     return principal
 
 
@@ -74,10 +65,10 @@ async def visible_models(request: Request, models: Iterable[ModelInfo]) -> list[
 class RequestContextMiddleware:
     """Pure ASGI middleware: request id, authentication of every non-public path, and a durable audit record.
 
-    Non-streaming responses are buffered and released only after their audit record is committed; streams
-    (SSE, NDJSON) flow through, but their end marker (`data: [DONE]`, the `"done": true` line) and final
-    message wait for the record. If the audit write fails the client gets a 500, or an error event in
-    place of the end marker: the request fails closed. With `app.state.security` None it only adds ids.
+    Non-streaming responses are buffered and released only after their audit record is committed (one the
+    pipeline recorded itself is released at once); if the write fails the client gets a 500: the request
+    fails closed. Streams come only from the pipeline, which commits their record before their final
+    frame, so they flow through. With `app.state.security` None it only adds ids.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -98,6 +89,7 @@ class RequestContextMiddleware:
                 ctx.principal = security.guard.authenticate(_header(scope, b"authorization"))
             except Unauthenticated as exc:
                 ctx.deny(exc.message)
+                ctx.note(exc)
                 await exchange.respond_error(exc)
                 return
         try:
@@ -118,8 +110,7 @@ class _Exchange:
         self._send = send
         self.start: Message | None = None  # a buffered (non-streaming) response start
         self.body: list[bytes] = []
-        self.streaming = False
-        self.stream_type = b""
+        self.streaming = False  # passed straight through
         self.started = False  # something went to the client
         self.ended = False
         self.audited: bool | None = None  # None: not yet; True/False: the write's outcome
@@ -134,8 +125,8 @@ class _Exchange:
             }
             self.ctx.status = message["status"]
             content_type = _content_type(message["headers"])
-            if self.audit is None or content_type.startswith(_STREAMING_TYPES):
-                self.streaming, self.stream_type = True, content_type
+            if self.audit is None or content_type.startswith(_STREAMING_TYPES) or self.ctx.audited_by_pipeline:
+                self.streaming = True
                 await self._forward(message)
             else:
                 self.start = message
@@ -143,21 +134,13 @@ class _Exchange:
         if kind != "http.response.body":
             await self._forward(message)
             return
-        more, body = message.get("more_body", False), message.get("body", b"")
-        if not self.streaming:
-            self.body.append(body)
-            if not more:
-                await self._release()
-            return
-        if more and not self.body and not _ends_stream(self.stream_type, body):
+        if self.streaming:
+            self.ended = not message.get("more_body", False)
             await self._forward(message)
             return
-        self.body.append(body)  # the stream's end marker, and all after it, wait for the audit record
-        if more:
-            return
-        self.ended = True
-        tail = b"".join(self.body) if await self._write_audit() else self._stream_error()
-        await self._forward({"type": kind, "body": tail, "more_body": False})
+        self.body.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            await self._release()
 
     async def respond_error(self, exc: GarrisonError) -> None:
         """Answer with an error of our own (an authentication failure), audited like any response."""
@@ -176,7 +159,7 @@ class _Exchange:
             self.ctx.status = 500
             self.ctx.reason = self.ctx.reason or "the application sent no response"
         elif self.streaming and not self.ended:
-            self.ctx.reason = self.ctx.reason or "the stream ended early (client disconnected?)"
+            self.ctx.reason = self.ctx.reason or "the response ended early (client disconnected?)"
         if self.start is not None and not self.started:
             await self._release()
         else:
@@ -185,6 +168,8 @@ class _Exchange:
     async def abort(self, exc: BaseException) -> None:
         """The app raised (the caller re-raises): if nothing went out, send an audited 500 with our id."""
         self.ctx.reason = self.ctx.reason or f"unhandled {type(exc).__name__}"
+        if isinstance(exc, Exception):
+            self.ctx.error_code = self.ctx.error_code or "server_error"
         with anyio.CancelScope(shield=True):  # a cancelled request still gets its record
             if self.started or not isinstance(exc, Exception):
                 self.ctx.status = self.ctx.status if self.started else 500
@@ -220,50 +205,24 @@ class _Exchange:
         self.started = True
         await self._send(message)
 
-    def _stream_error(self) -> bytes:
-        error = AuditWriteError("the stream failed closed: its audit record could not be written")
-        body = _json_error(self.path, error)
-        return (
-            b"data: " + body + b"\n\n" if self.stream_type.startswith(b"text/event-stream") else body + b"\n"
-        )
-
     async def _write_audit(self) -> bool:
-        """Settle usage and commit the audit record (once); False when the record is not durable."""
+        """Commit this request's record (once, unless the pipeline recorded it); False when not durable."""
         if self.audited is not None:
             return self.audited
         self.audited = True
-        if self.audit is None and not self.ctx.authorized:
+        if self.audit is None or self.ctx.audited_by_pipeline:
             return True
         try:
-            await anyio.to_thread.run_sync(self._write, self.audit)
+            await anyio.to_thread.run_sync(self.audit.append, _event(self.ctx, self.security, self.path))
         except Exception as exc:  # any failure to record fails the request closed
             log.error("audit write failed for request %s: %s", self.ctx.request_id, exc)
             self.audited = False
         return self.audited
 
-    def _write(self, audit: AuditLog | None) -> None:
-        """Usage and audit record in one transaction: one fsync, and neither lands without the other."""
-        if audit is None:
-            self._settle_usage()
-            return
-        with audit.transaction():
-            self._settle_usage()
-            audit.append(_event(self.ctx, self.security, self.path))
-
-    def _settle_usage(self) -> None:
-        ctx, principal = self.ctx, self.ctx.principal
-        if ctx.authorized and self.security is not None and isinstance(principal, Principal):
-            self.security.guard.record_usage(
-                principal,
-                ctx.model,
-                ctx.prompt_tokens,
-                ctx.completion_tokens,
-                reserved_tokens=ctx.reserved_tokens,
-            )
-
 
 def _event(ctx: RequestContext, security: Security | None, path: str) -> AuditEvent:
     principal = ctx.principal if isinstance(ctx.principal, Principal) else None
+    status = ctx.status or 500
     reason = ctx.reason
     if reason is None:
         if security is None or not security.auth_enabled:
@@ -276,27 +235,17 @@ def _event(ctx: RequestContext, security: Security | None, path: str) -> AuditEv
         request_id=ctx.request_id,
         method=ctx.method,
         route=ctx.route,
-        status=ctx.status or 500,
-        decision=ctx.decision,
+        status=status,
+        decision="deny" if ctx.decision == "deny" else decision_for(status),
         reason=reason,
         key_id=principal.key_id if principal else None,
         key_name=principal.name if principal else None,
         client=ctx.client,
         model=ctx.model,
-        prompt_tokens=ctx.prompt_tokens,
-        completion_tokens=ctx.completion_tokens,
         latency_ms=(time.perf_counter_ns() - ctx.started_ns) / 1e6,
-        prompt_text=ctx.prompt_text,
-        response_text=ctx.response_text,
+        client_request_id=ctx.client_request_id,
+        error_code=ctx.error_code if status >= 400 else None,
     )
-
-
-def _ends_stream(content_type: bytes, chunk: bytes) -> bool:
-    """Whether a stream chunk carries its protocol's end marker (held back until the audit is durable)."""
-    for media_type, marker in _END_MARKERS.items():
-        if content_type.startswith(media_type):
-            return marker.search(chunk) is not None
-    return False
 
 
 def _json_error(path: str, exc: GarrisonError) -> bytes:
@@ -305,14 +254,15 @@ def _json_error(path: str, exc: GarrisonError) -> bytes:
 
 
 def _new_context(scope: Scope) -> RequestContext:
+    """The server's own id for the request; a well-formed x-request-id the client sent is kept beside it."""
     sent = _header(scope, b"x-request-id")
-    request_id = sent if sent and _SAFE_REQUEST_ID.match(sent) else uuid.uuid4().hex
     client = scope.get("client")
     return RequestContext(
-        request_id=request_id,
+        request_id=uuid.uuid4().hex,
         route=scope["path"],
         method=scope["method"],
         client=client[0] if client else None,
+        client_request_id=sent if sent and _SAFE_REQUEST_ID.match(sent) else None,
     )
 
 

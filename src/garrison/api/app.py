@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 
 from garrison import __version__
@@ -18,7 +21,15 @@ from garrison.settings import Settings
 
 def create_app(settings: Settings, inference: InferenceService, security: Security | None = None) -> FastAPI:
     """Build the HTTP app over a loaded inference service; `security` None serves without auth or audit."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await inference.aclose()
+
+    inference.attach_security(security)
     app = FastAPI(
+        lifespan=lifespan,
         title="garrison",
         version=__version__,
         description="Self-hosted LLM platform: OpenAI- and Ollama-compatible APIs over local models.",

@@ -1,4 +1,4 @@
-"""Typed dependencies routers share: the inference service and the access check."""
+"""Typed dependencies routers share: the inference service, the caller, and the generation handler."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from garrison.api import access
+from garrison.api.context import get_context
+from garrison.domain import new_request_id
+from garrison.pipeline.handler import Generation
+from garrison.pipeline.ledger import Origin
+from garrison.pipeline.stages import Caller
 from garrison.service import InferenceService
 
 
@@ -17,7 +22,36 @@ def get_service(request: Request) -> InferenceService:
 ServiceDep = Annotated[InferenceService, Depends(get_service)]
 
 
-# Routers call this one function after parsing the body and before any engine work.
+def get_caller(request: Request, service: ServiceDep) -> Caller:
+    """Who is calling: the key the middleware authenticated, or the anonymous caller when auth is off."""
+    security = getattr(request.app.state, "security", None)
+    if security is None or not security.auth_enabled:
+        return service.anonymous()
+    ctx = get_context(request)
+    if ctx.principal is None:  # a route mounted without the middleware
+        ctx.principal = security.guard.authenticate(request.headers.get("authorization"))
+    principal: Caller = ctx.principal
+    return principal
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def get_generation(request: Request, service: ServiceDep, caller: CallerDep) -> Generation:
+    """The pipeline's handler bound to this HTTP request (its ids and client go into the audit records)."""
+    ctx = get_context(request)
+    origin = Origin(
+        request_id=ctx.request_id if ctx.request_id != "-" else new_request_id(),
+        method=ctx.method, route=ctx.route, client=ctx.client,
+        client_request_id=ctx.client_request_id, started_ns=ctx.started_ns,
+    )
+    ctx.origin = origin
+    return Generation(service, caller, origin)
+
+
+GenerationDep = Annotated[Generation, Depends(get_generation)]
+
+# Listing and admin routes call this after parsing the body; generations are checked by the pipeline.
 authorize = access.authorize
 # Model listings show only the models the caller's key may use.
 visible_models = access.visible_models

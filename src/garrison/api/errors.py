@@ -46,6 +46,14 @@ def error_response(path: str, exc: GarrisonError) -> JSONResponse:
     return JSONResponse(error_body(path, exc), status_code=exc.status, headers=error_headers(exc))
 
 
+def _answer(request: Request, exc: GarrisonError) -> JSONResponse:
+    """The error response, with what happened noted for the request's audit record."""
+    ctx = request.scope.get("state", {}).get("ctx")
+    if ctx is not None:
+        ctx.note(exc)
+    return error_response(request.url.path, exc)
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
@@ -67,12 +75,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _garrison(request: Request, exc: GarrisonError) -> JSONResponse:
         if exc.status >= 500 and exc.status != 501:  # 501 is a deliberate answer, not a fault
             log.error("request %s failed: %s", request.url.path, exc.message)
-        return error_response(request.url.path, exc)
+        return _answer(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, field = _validation_message(exc)
-        return error_response(request.url.path, InvalidRequest(message, param=field))
+        return _answer(request, InvalidRequest(message, param=field))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -82,9 +90,12 @@ def install_error_handlers(app: FastAPI) -> None:
             err = GarrisonError(str(exc.detail))
             err.status = exc.status_code
             err.type = _HTTP_TYPES.get(exc.status_code, "server_error")
-        return error_response(request.url.path, err)
+        return _answer(request, err)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        ctx = request.scope.get("state", {}).get("ctx")
+        if ctx is not None:
+            ctx.note(GarrisonError(f"unhandled {type(exc).__name__}"))
         return error_response(request.url.path, GarrisonError("internal server error"))

@@ -56,6 +56,9 @@ class BodyLimitMiddleware:
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         exc = PayloadTooLarge(f"request body exceeds the {self.max_bytes}-byte limit")
+        ctx = scope.get("state", {}).get("ctx")
+        if ctx is not None:
+            ctx.note(exc)
         body = json.dumps(error_body(scope["path"], exc)).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                    (b"connection", b"close")]

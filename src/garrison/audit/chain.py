@@ -34,12 +34,19 @@ CHAINED_FIELDS: tuple[str, ...] = (
     "response",
     "prev_hash",
 )
-"""Every stored field except `hash` and `mac`, in the order exports print them."""
+"""Every field of the first schema except `hash` and `mac`, in the order exports print them."""
+
+OPTIONAL_FIELDS: tuple[str, ...] = ("event", "client_request_id", "error_code", "details")
+"""Fields added later: chained when set, so records written before them keep their hashes."""
 
 
 def canonical(record: Mapping[str, Any]) -> bytes:
-    """The bytes a record's hash covers: its chained fields as sorted, compact UTF-8 JSON."""
+    """The bytes a record's hash covers: its chained fields as sorted, compact UTF-8 JSON.
+
+    An optional field is covered when it is not NULL; setting or clearing one changes the hash either way.
+    """
     fields = {name: record[name] for name in CHAINED_FIELDS}
+    fields.update({name: record[name] for name in OPTIONAL_FIELDS if record.get(name) is not None})
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
@@ -64,11 +71,16 @@ class Verification:
     first_bad_seq: int | None = None
     request_id: str | None = None
     problem: str | None = None
+    unfinished: tuple[str, ...] = ()  # requests admitted but never finished (a crash, or running now)
 
     def describe(self) -> str:
         if self.ok:
             signed = "hashes and signatures" if self.signatures_checked else "hashes (signatures not checked)"
-            return f"audit log intact: {self.records} records, {signed} verified; head {self.head}"
+            text = f"audit log intact: {self.records} records, {signed} verified; head {self.head}"
+            if self.unfinished:
+                shown = ", ".join(self.unfinished[:10]) + (" ..." if len(self.unfinished) > 10 else "")
+                text += f"; {len(self.unfinished)} requests admitted but never finished: {shown}"
+            return text
         where = f"seq {self.first_bad_seq} (request {self.request_id})"
         return f"audit log TAMPERED: first bad record {where}: {self.problem}"
 

@@ -7,9 +7,9 @@ import json
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from garrison.audit.chain import CHAINED_FIELDS
+from garrison.audit.chain import CHAINED_FIELDS, OPTIONAL_FIELDS
 
-EXPORT_FIELDS: tuple[str, ...] = (*CHAINED_FIELDS, "hash", "mac")
+EXPORT_FIELDS: tuple[str, ...] = (*CHAINED_FIELDS, *OPTIONAL_FIELDS, "hash", "mac")
 FORMATS = ("jsonl", "csv")
 
 

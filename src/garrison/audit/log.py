@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import sqlite3
 import threading
 import time
@@ -17,11 +19,14 @@ from garrison.store import Store
 from garrison.store.times import Clock, to_iso
 
 CONTENT_MODES = ("none", "hash", "full")
+# Typed events: one `request` record for a request the pipeline never admitted (a denial, a bad body, an
+# admin call), and a chained `request.admitted` / `request.finished` pair for every admitted generation.
+EVENTS = ("request", "request.admitted", "request.finished")
 
 
 @dataclass(slots=True)
 class AuditEvent:
-    """What happened in one request, as the request-context middleware saw it."""
+    """What happened in one request (or at one step of it: admitted, finished)."""
 
     request_id: str
     method: str
@@ -38,6 +43,10 @@ class AuditEvent:
     latency_ms: float = 0.0
     prompt_text: str | None = None
     response_text: str | None = None
+    event: str = "request"
+    client_request_id: str | None = None
+    error_code: str | None = None
+    details: dict[str, Any] | None = None
 
 
 class AuditLog:
@@ -128,9 +137,19 @@ class AuditLog:
         return int(row[0]) if row else 0
 
     def verify(self) -> Verification:
-        """Recompute the whole chain (and its signatures when the secret is known)."""
+        """Recompute the whole chain (and its signatures when the secret is known); name unfinished requests."""
         rows = (dict(r) for r in self._store.iterate("SELECT * FROM audit_log ORDER BY seq"))
-        return verify_chain(rows, self._secret)
+        result = verify_chain(rows, self._secret)
+        return dataclasses.replace(result, unfinished=tuple(self.unfinished()))
+
+    def unfinished(self) -> list[str]:
+        """Request ids admitted but never finished (the server died mid-request, or it is running now)."""
+        rows = self._store.fetchall(
+            "SELECT a.request_id FROM audit_log a WHERE a.event = 'request.admitted' AND NOT EXISTS "
+            "(SELECT 1 FROM audit_log f WHERE f.request_id = a.request_id AND f.event = 'request.finished') "
+            "ORDER BY a.seq"
+        )
+        return [row[0] for row in rows]
 
     def _record(self, event: AuditEvent, *, seq: int, prev_hash: str) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -154,6 +173,10 @@ class AuditLog:
             "prompt": self._content(event.prompt_text),
             "response": self._content(event.response_text),
             "prev_hash": prev_hash,
+            "event": event.event,
+            "client_request_id": event.client_request_id,
+            "error_code": event.error_code,
+            "details": json.dumps(event.details, sort_keys=True, separators=(",", ":")) if event.details else None,
         }
         record["hash"] = record_hash(record)
         record["mac"] = record_mac(self._secret, record["hash"]) if self._secret is not None else None

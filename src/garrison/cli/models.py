@@ -51,7 +51,8 @@ def add_model(
     config_file: Path = typer.Option(Path("garrison.toml"), "--config", "-c", help="The garrison.toml to edit."),
 ) -> None:
     """Register a local GGUF in garrison.toml with its sha256 pinned (nothing is downloaded)."""
-    from garrison.registry import inspect_gguf, sha256_file
+    from garrison.engines.gguf import inspect_gguf
+    from garrison.registry import sha256_file
 
     resolved = path.expanduser().resolve()
     try:

@@ -15,6 +15,7 @@ from garrison.domain import (
     FinishReason,
     GenerationDone,
     GenerationEvent,
+    GenerationStarted,
     Timings,
     TokenDelta,
     TokenLogprob,
@@ -114,7 +115,7 @@ async def merge(shared: asyncio.Queue[Tagged], streams: list[ChoiceStream]) -> A
                 for out in events:
                     yield out
                 dones[choice] = replace(event, finish_reason=reason)
-            case ToolCallEvent():
+            case ToolCallEvent() | GenerationStarted():
                 yield event
     yield combine([dones[i] for i in range(len(streams))])
 

@@ -31,8 +31,9 @@ class OnnxEmbedder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        if sha256_file(info.path) != info.sha256:
-            raise ModelIntegrityError(f"embedding model {info.path} does not match its pinned sha256")
+        path = info.details.path
+        if sha256_file(path) != info.digest:
+            raise ModelIntegrityError(f"embedding model {path} does not match its pinned sha256")
         self.info = info
         raw = gzip.decompress(importlib.resources.files("garrison.engines.data").joinpath(_TOKENIZER).read_bytes())
         self._tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
@@ -41,7 +42,7 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = settings.engine.threads or 0
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(info.path), options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._inputs = {i.name for i in self._session.get_inputs()}
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
@@ -54,6 +55,9 @@ class OnnxEmbedder:
             prompt_tokens=tokens,
             timings=Timings(prompt_eval_ns=elapsed, total_ns=elapsed),
         )
+
+    async def aclose(self) -> None:
+        """Nothing to release: the ONNX session is freed with the embedder."""
 
     def count_tokens(self, texts: list[str]) -> int:
         return sum(len(e.ids) for e in self._tokenizer.encode_batch(texts))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from garrison.engines.gguf import GgufModel
 from garrison.errors import InvalidRequest
-from garrison.registry import ModelInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ def _literal(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def _name_words(info: ModelInfo) -> set[str]:
+def _name_words(info: GgufModel) -> set[str]:
     """Lower-case words of the model's id, GGUF name/basename and architecture."""
     names = [info.id, info.architecture or ""]
     names += [str(info.metadata.get(key, "")) for key in ("general.name", "general.basename")]
@@ -78,10 +78,8 @@ def _name_words(info: ModelInfo) -> set[str]:
     return words
 
 
-def fim_template(info: ModelInfo) -> FimTemplate | None:
+def fim_template(info: GgufModel) -> FimTemplate | None:
     """A model's FIM layout: by its GGUF FIM tokens (known family, else generic PSM), else by family name."""
-    if info.kind != "generate":
-        return None
     if info.fim is not None:
         declared = _token(info.fim.prefix)
         for family in FAMILIES:
@@ -97,11 +95,11 @@ def fim_template(info: ModelInfo) -> FimTemplate | None:
     return None
 
 
-def supports_fim(info: ModelInfo) -> bool:
+def supports_fim(info: GgufModel) -> bool:
     return fim_template(info) is not None
 
 
-def fim_prompt(info: ModelInfo, prefix: str, suffix: str) -> str:
+def fim_prompt(info: GgufModel, prefix: str, suffix: str) -> str:
     """The prompt asking `info`'s model for the text between `prefix` and `suffix` (400 if it cannot)."""
     template = fim_template(info)
     if template is None:

@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator
 
 import llama_cpp
 
-from garrison.domain import GenerationEvent, GenerationRequest
+from garrison.domain import GenerationEvent, GenerationRequest, GenerationStarted
 from garrison.engines.base import Embedder, Engine
 from garrison.engines.choices import ChoiceQueue, ChoiceStream, Tagged, merge
+from garrison.engines.gguf import GgufModel, gguf_of
 from garrison.engines.logprobs import MAX_TOP_LOGPROBS
 from garrison.engines.prompt import build_prompt
 from garrison.engines.sampling import SamplerChain, build_sampler, json_grammar, sampling_seed
@@ -42,13 +43,19 @@ PROMPT_ROWS_PER_STEP = 63
 def create_engines(models: list[ModelInfo], settings: Settings) -> dict[str, Engine | Embedder]:
     """One engine per GGUF model; a single decode thread steps them all, so two never decode at once."""
     loop = DecodeLoop()
-    return {m.id: LlamaEngine(m, settings, loop) for m in models if m.kind == "generate"}
+    engines: dict[str, Engine | Embedder] = {}
+    for model in models:
+        gguf = gguf_of(model)
+        if gguf is None:
+            raise ConfigError(f"model '{model.id}' is no GGUF model; the llama engine cannot serve it")
+        engines[model.id] = LlamaEngine(gguf, settings, loop)
+    return engines
 
 
 class LlamaEngine:
     """Serves one GGUF model: many concurrent sequences batched into each llama.cpp decode step."""
 
-    def __init__(self, info: ModelInfo, settings: Settings, loop: DecodeLoop) -> None:
+    def __init__(self, info: GgufModel, settings: Settings, loop: DecodeLoop) -> None:
         engine = settings.engine
         n_slots = engine.max_concurrent_sequences
         if not 1 <= n_slots <= MAX_SEQUENCES:
@@ -133,8 +140,14 @@ class LlamaEngine:
         """Running and waiting sequences, token totals, KV cells in use and prefix-cache hits."""
         return {**self._scheduler.metrics(), "kv_cells_total": self.kv_cells_total}
 
+    async def aclose(self) -> None:
+        """Refuse new work; the decode thread owns the llama.cpp context until the process exits."""
+        self._closed = True
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Queue the request's choices for the batch; closing this iterator cancels them and frees their slots."""
+        if getattr(self, "_closed", False):
+            raise EngineError(f"the engine of '{self.info.id}' is shut down")
         s = request.sampling
         self._check_choices(s.n, s.top_logprobs if s.logprobs else 0)
         tools = plan_tools(self.info, request) if request.is_chat else None
@@ -179,6 +192,7 @@ class LlamaEngine:
                    for i, seq in enumerate(seqs)]
         self._scheduler.submit(seqs[0])
         try:
+            yield GenerationStarted(prompt_tokens=len(tokens))
             async for event in merge(shared, streams):
                 yield event
         finally:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from garrison.domain import ChatMessage, GenerationRequest
+from garrison.engines.gguf import GgufModel
 from garrison.engines.tools.plan import ToolPlan
 from garrison.errors import InvalidRequest
-from garrison.registry import ModelInfo
 
 # ChatML: used only when a GGUF carries no template at all.
 _FALLBACK_TEMPLATE = (
@@ -17,7 +17,7 @@ _FALLBACK_TEMPLATE = (
 )
 
 
-def render_chat(info: ModelInfo, messages: list[ChatMessage], tools: ToolPlan | None = None) -> tuple[str, list[str]]:
+def render_chat(info: GgufModel, messages: list[ChatMessage], tools: ToolPlan | None = None) -> tuple[str, list[str]]:
     """Render messages (and tools) through the model's Jinja chat template; returns (prompt, stop strings)."""
     from jinja2.exceptions import TemplateError
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -41,7 +41,7 @@ def render_chat(info: ModelInfo, messages: list[ChatMessage], tools: ToolPlan | 
     return result.prompt, [s for s in stops if s] + (tools.stops() if tools else [])
 
 
-def build_prompt(info: ModelInfo, request: GenerationRequest, tools: ToolPlan | None = None) -> tuple[str, list[str]]:
+def build_prompt(info: GgufModel, request: GenerationRequest, tools: ToolPlan | None = None) -> tuple[str, list[str]]:
     """The exact text to tokenize for a request, plus stop strings the template implies."""
     if request.messages is not None:
         return render_chat(info, request.messages, tools)

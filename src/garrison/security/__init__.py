@@ -80,7 +80,7 @@ def connect(settings: Settings, *, clock: Clock = time.time) -> Security:
         store=store,
         keys=keys,
         usage=usage,
-        guard=Guard(keys, Quotas(usage, clock), env, clock),
+        guard=Guard(keys, Quotas(store, usage, clock), env, clock),
         audit=AuditLog(store, env=env, secret=secret, content=settings.audit.content, clock=clock),
         env=env,
         auth_enabled=settings.auth.enabled,

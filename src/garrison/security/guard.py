@@ -7,7 +7,7 @@ import time
 from garrison.errors import PermissionDenied, Unauthenticated
 from garrison.security.keys import KeyStore, parse_token
 from garrison.security.principal import CLEARANCES, SCOPES, Principal
-from garrison.security.quotas import Quotas
+from garrison.security.quotas import Grant, Quotas
 from garrison.store.times import Clock, to_iso
 
 _KEY_SHAPE = "garrison keys look like 'gsk_<env>_<id>_<secret>'"
@@ -90,9 +90,11 @@ class Guard:
                     f"{who} has clearance '{principal.clearance}'; this needs '{clearance}'", code="clearance"
                 )
 
-    def admit(self, principal: Principal, estimated_tokens: int) -> None:
-        """Apply the key's rpm, tpm and daily budget (RateLimited with Retry-After when over)."""
-        self.quotas.admit(principal, estimated_tokens)
+    def admit(
+        self, principal: Principal, prompt_tokens: int = 0, completion_tokens: int = 0, *, open_ended: bool = False
+    ) -> Grant:
+        """Apply the key's rpm, tpm and daily budget (RateLimited with Retry-After when over); see Quotas."""
+        return self.quotas.admit(principal, prompt_tokens, completion_tokens, open_ended=open_ended)
 
     def record_usage(
         self,
@@ -101,7 +103,8 @@ class Guard:
         prompt_tokens: int,
         completion_tokens: int,
         *,
-        reserved_tokens: int = 0,
+        grant: Grant | None = None,
     ) -> None:
-        """Charge actual tokens to the key's buckets (settling what `admit` reserved) and its usage rows."""
-        self.quotas.settle(principal, model, prompt_tokens, completion_tokens, reserved_tokens)
+        """Charge actual tokens to the key's buckets (settling what `admit` granted) and its usage rows."""
+        held = grant if grant is not None else Grant(principal.key_id, 0)
+        self.quotas.settle(principal, held, model, prompt_tokens, completion_tokens)

@@ -36,6 +36,16 @@ class Principal:
     clearance: str = "public"
     limits: Limits = field(default_factory=Limits)
 
+    @classmethod
+    def anonymous(cls, env: str = "dev") -> Principal:
+        """The caller when auth is disabled: everything allowed, no key, no limits."""
+        return cls(key_id="", name="anonymous", env=env, scopes=frozenset(SCOPES),
+                   models=frozenset({ANY_MODEL}), clearance=CLEARANCES[-1])
+
+    @property
+    def is_anonymous(self) -> bool:
+        return not self.key_id
+
     def has_scope(self, scope: str) -> bool:
         """Whether the key holds `scope`; `admin` also grants `metrics` (a scraper needs nothing else)."""
         return scope in self.scopes or (scope == "metrics" and "admin" in self.scopes)

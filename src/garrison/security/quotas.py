@@ -1,15 +1,26 @@
-"""Quotas per key: token buckets for requests and tokens per minute, and a daily token budget."""
+"""Quotas per key: token buckets for requests and tokens per minute, and a daily token budget.
+
+Everything lives in the store and is checked and reserved in one write transaction (BEGIN IMMEDIATE), so
+concurrent requests, in this process or any other sharing the store, never together pass a limit: an
+admitted request holds its reservation until the transaction that records its usage replaces it.
+"""
 
 from __future__ import annotations
 
 import math
-import threading
+import sqlite3
 import time
+import uuid
+from dataclasses import dataclass
 
 from garrison.errors import RateLimited
 from garrison.security.principal import Principal
 from garrison.security.usage import UsageLedger
+from garrison.store import Store
 from garrison.store.times import Clock, seconds_until_next_day, utc_day
+
+# A reservation left by a process that died mid-request stops counting after this long.
+RESERVATION_TTL_S = 3600.0
 
 
 class TokenBucket:
@@ -17,9 +28,9 @@ class TokenBucket:
 
     __slots__ = ("capacity", "level", "updated")
 
-    def __init__(self, capacity: int, now: float) -> None:
+    def __init__(self, capacity: int, now: float, level: float | None = None) -> None:
         self.capacity = float(capacity)
-        self.level = float(capacity)
+        self.level = float(capacity) if level is None else level
         self.updated = now
 
     @property
@@ -45,29 +56,46 @@ class TokenBucket:
         self.level = min(self.capacity, self.level - amount)
 
 
-class Quotas:
-    """Admits requests against a key's limits before engine work and settles actual tokens afterwards.
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """An admitted request's share of its key's limits.
 
-    Buckets live in this process's memory (limits apply per server process); the daily budget is read
-    from the usage ledger, so it holds across restarts and processes, plus tokens reserved by requests
-    still in flight here.
+    `reserved` tokens are held (tpm bucket and daily budget) until `settle`; `limit` is the most tokens,
+    prompt and completion together, the request may use (None: no token limit applies).
     """
 
-    def __init__(self, usage: UsageLedger, clock: Clock = time.time) -> None:
+    key_id: str
+    reserved: int
+    limit: int | None = None
+    reservation_id: str | None = None
+
+
+class Quotas:
+    """Admits requests against a key's limits before engine work and settles actual tokens afterwards."""
+
+    def __init__(self, store: Store, usage: UsageLedger, clock: Clock = time.time) -> None:
+        self._store = store
         self._usage = usage
         self._clock = clock
-        self._lock = threading.Lock()
-        self._buckets: dict[tuple[str, str], TokenBucket] = {}
-        self._reserved: dict[str, int] = {}
 
-    def admit(self, principal: Principal, estimated_tokens: int) -> None:
-        """Let a request in or raise RateLimited naming the limit; an admitted request reserves its tokens."""
+    def admit(
+        self, principal: Principal, prompt_tokens: int, completion_tokens: int = 0, *, open_ended: bool = False
+    ) -> Grant:
+        """Let a request in or raise RateLimited naming the limit.
+
+        The request asks for `prompt_tokens` (an estimate) plus up to `completion_tokens`; the key's
+        remaining daily budget caps that ask (`Grant.limit`) and the capped ask is reserved. A request whose
+        prompt alone does not fit what is left is refused. Against tpm an explicit ask waits until it fits
+        (at most a full bucket); an `open_ended` one (no max_tokens) is capped at what the bucket holds.
+        """
         limits, key = principal.limits, principal.key_id
-        estimated = max(0, estimated_tokens)
-        now = self._clock()
-        used = self._usage.tokens_on(key, utc_day(now)) if limits.daily_tokens else 0
-        with self._lock:
-            rpm = self._bucket(key, "rpm", limits.rpm, now)
+        prompt, completion = max(0, prompt_tokens), max(0, completion_tokens)
+        ask = prompt + completion
+        least = max(1, prompt + (1 if completion else 0))  # the prompt and one token, or one unit of anything
+        with self._store.transaction() as conn:
+            now = self._clock()
+            limit: int | None = None
+            rpm = self._bucket(conn, key, "rpm", limits.rpm, now)
             if rpm is not None and (wait := rpm.wait_for(1)) > 0:
                 raise RateLimited(
                     f"key exceeded its requests-per-minute limit ({limits.rpm} rpm); "
@@ -75,61 +103,98 @@ class Quotas:
                     retry_after=wait,
                     code="rpm_limit_exceeded",
                 )
-            tpm = self._bucket(key, "tpm", limits.tpm, now)
-            if tpm is not None and (wait := tpm.wait_for(estimated)) > 0:
-                raise RateLimited(
-                    f"key exceeded its tokens-per-minute limit ({limits.tpm} tpm); "
-                    f"retry in {math.ceil(wait)}s",
-                    retry_after=wait,
-                    code="tpm_limit_exceeded",
-                )
             if limits.daily_tokens is not None:
-                spent = used + self._reserved.get(key, 0)
-                if spent >= limits.daily_tokens or spent + estimated > limits.daily_tokens:
+                day = utc_day(now)
+                spent = self._usage.tokens_on(key, day) + self._reserved(conn, key, day, now)
+                left = limits.daily_tokens - spent
+                if left < least:
                     raise RateLimited(
                         f"key exhausted its daily token budget ({limits.daily_tokens} tokens/day, "
-                        f"{spent} used today, this request needs ~{estimated}); it resets at 00:00 UTC",
+                        f"{spent} used today, this request needs at least ~{least}); it resets at 00:00 UTC",
                         retry_after=seconds_until_next_day(now),
                         code="daily_budget_exceeded",
                     )
+                limit = left
+            capacity = limits.tpm
+            tpm = self._bucket(conn, key, "tpm", capacity, now)
+            if tpm is not None and capacity is not None:
+                if not ask:
+                    need, cap = 0, capacity
+                elif open_ended:
+                    need, cap = least, max(least, min(capacity, math.floor(tpm.level)))
+                else:
+                    need, cap = min(ask, capacity), capacity
+                limit = min(limit, cap) if limit is not None else cap
+                if (wait := tpm.wait_for(need)) > 0:
+                    raise RateLimited(
+                        f"key exceeded its tokens-per-minute limit ({capacity} tpm); "
+                        f"retry in {math.ceil(wait)}s",
+                        retry_after=wait,
+                        code="tpm_limit_exceeded",
+                    )
+            reserved = min(ask, limit) if limit is not None else ask
             if rpm is not None:
                 rpm.charge(1)
+                self._save(conn, key, "rpm", rpm)
             if tpm is not None:
-                tpm.charge(estimated)
-            if estimated:
-                self._reserved[key] = self._reserved.get(key, 0) + estimated
+                tpm.charge(reserved)
+                self._save(conn, key, "tpm", tpm)
+            reservation = None
+            if limits.daily_tokens is not None and reserved:
+                reservation = uuid.uuid4().hex
+                conn.execute(
+                    "INSERT INTO quota_reservations (id, key_id, day, tokens, expires_at) VALUES (?, ?, ?, ?, ?)",
+                    (reservation, key, utc_day(now), reserved, now + RESERVATION_TTL_S),
+                )
+        return Grant(key, reserved, limit, reservation)
 
     def settle(
-        self,
-        principal: Principal,
-        model: str | None,
-        prompt_tokens: int,
-        completion_tokens: int,
-        reserved_tokens: int,
+        self, principal: Principal, grant: Grant, model: str | None, prompt_tokens: int, completion_tokens: int
     ) -> None:
-        """Replace an admitted request's reservation by its actual tokens and record its usage."""
-        key, now = principal.key_id, self._clock()
-        actual = max(0, prompt_tokens) + max(0, completion_tokens)
-        with self._lock:
-            tpm = self._bucket(key, "tpm", principal.limits.tpm, now)
+        """Replace a grant's reservation by the actual tokens and record its usage (in the caller's
+        transaction when one is open, so usage commits with the audit record or not at all)."""
+        key = principal.key_id
+        prompt, completion = max(0, prompt_tokens), max(0, completion_tokens)
+        with self._store.transaction() as conn:
+            now = self._clock()
+            tpm = self._bucket(conn, key, "tpm", principal.limits.tpm, now)
             if tpm is not None:
-                tpm.charge(actual - reserved_tokens)
-            if reserved_tokens:
-                left = self._reserved.get(key, 0) - reserved_tokens
-                if left > 0:
-                    self._reserved[key] = left
-                else:
-                    self._reserved.pop(key, None)
-        if model is not None:
-            self._usage.record(key, model, utc_day(now), max(0, prompt_tokens), max(0, completion_tokens))
+                tpm.charge(prompt + completion - grant.reserved)
+                self._save(conn, key, "tpm", tpm)
+            if grant.reservation_id is not None:
+                conn.execute("DELETE FROM quota_reservations WHERE id = ?", (grant.reservation_id,))
+            if model is not None:
+                self._usage.record(key, model, utc_day(now), prompt, completion)
 
-    def _bucket(self, key: str, kind: str, limit: int | None, now: float) -> TokenBucket | None:
+    def release(self, principal: Principal, grant: Grant) -> None:
+        """Drop the grant of a request that never ran: its reservation goes, its tpm tokens come back."""
+        self.settle(principal, grant, None, 0, 0)
+
+    def _reserved(self, conn: sqlite3.Connection, key: str, day: str, now: float) -> int:
+        row = conn.execute(
+            "SELECT COALESCE(SUM(tokens), 0) FROM quota_reservations WHERE key_id = ? AND day = ? AND expires_at > ?",
+            (key, day, now),
+        ).fetchone()
+        return int(row[0])
+
+    def _bucket(
+        self, conn: sqlite3.Connection, key: str, kind: str, limit: int | None, now: float
+    ) -> TokenBucket | None:
         if limit is None:
-            self._buckets.pop((key, kind), None)
+            conn.execute("DELETE FROM quota_buckets WHERE key_id = ? AND kind = ?", (key, kind))
             return None
-        bucket = self._buckets.get((key, kind))
-        if bucket is None:
-            bucket = self._buckets[(key, kind)] = TokenBucket(limit, now)
-        else:
-            bucket.refill(now, limit)
+        row = conn.execute(
+            "SELECT level, updated FROM quota_buckets WHERE key_id = ? AND kind = ?", (key, kind)
+        ).fetchone()
+        if row is None:
+            return TokenBucket(limit, now)
+        bucket = TokenBucket(limit, float(row["updated"]), float(row["level"]))
+        bucket.refill(now, limit)
         return bucket
+
+    def _save(self, conn: sqlite3.Connection, key: str, kind: str, bucket: TokenBucket) -> None:
+        conn.execute(
+            "INSERT INTO quota_buckets (key_id, kind, level, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (key_id, kind) DO UPDATE SET level = excluded.level, updated = excluded.updated",
+            (key, kind, bucket.level, bucket.updated),
+        )

@@ -1,34 +1,24 @@
-"""Ollama-compatible routes under /api/: parse, authorize, call the service, translate. Nothing else."""
+"""Ollama-compatible routes under /api/: translate the body, hand it to the pipeline with a framer."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar
+from typing import Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
-from garrison.api.context import RequestContext, get_context
-from garrison.api.deps import ServiceDep, authorize, visible_models
-from garrison.api.errors import ollama_error_body
+from garrison.api.deps import GenerationDep, ServiceDep, authorize, visible_models
 from garrison.api.ollama import translate
-from garrison.api.ollama.schemas import (
-    ChatRequest,
-    EmbeddingsRequest,
-    EmbedRequest,
-    GenerateRequest,
-    ShowRequest,
-)
-from garrison.api.streaming import ndjson, relay
-from garrison.domain import EmbeddingRequest, EmbeddingResult, GenerationDone, GenerationRequest, TokenDelta
-from garrison.errors import ContextLengthExceeded, GarrisonError, ModelNotFound, NotImplementedByServer
+from garrison.api.ollama.framer import OllamaFramer
+from garrison.api.ollama.schemas import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ShowRequest
+from garrison.domain import EmbeddingRequest, EmbeddingResult
+from garrison.errors import ModelNotFound, NotImplementedByServer
 from garrison.registry import ModelInfo
 from garrison.service import InferenceService
 
 router = APIRouter(prefix="/api", tags=["ollama"])
 
-T = TypeVar("T")
 Action = Literal["generate", "chat", "embeddings"]
 
 
@@ -43,104 +33,49 @@ def _lookup(service: InferenceService, name: str, action: Action | None = None) 
     return info
 
 
-def _elapsed(ctx: RequestContext) -> int:
-    return time.perf_counter_ns() - ctx.started_ns
-
-
-async def _capped(call: Callable[[GenerationRequest], Awaitable[T]], gen: GenerationRequest) -> T:
-    """Ollama's num_predict is a cap, not a reservation: past the context, generate until it is full."""
-    try:
-        return await call(gen)
-    except ContextLengthExceeded as exc:
-        if exc.param != "max_tokens" or gen.sampling.max_tokens is None:
-            raise
-        gen.sampling.max_tokens = None
-        return await call(gen)
-
-
-async def _generate(request: Request, service: InferenceService, gen: GenerationRequest, chat: bool,
-                    stream: bool) -> Response:
-    ctx = get_context(request)
-    gen.request_id = ctx.request_id if ctx.request_id != "-" else gen.request_id
-    ctx.model = gen.model
-    ctx.prompt_text = "\n".join(m.content for m in gen.messages) if gen.messages is not None else gen.prompt
-    estimate = (len(ctx.prompt_text or "") + len(gen.suffix or "")) // 3 + (gen.sampling.max_tokens or 256)
-    await authorize(request, "chat" if chat else "completions", model=gen.model, estimated_tokens=estimate)
-    _lookup(service, gen.model, "chat" if chat else "generate")
-    if not stream:
-        result = await _capped(service.complete, gen)
-        ctx.prompt_tokens, ctx.completion_tokens = result.usage.prompt_tokens, result.usage.completion_tokens
-        ctx.response_text = result.text
-        whole = translate.to_ollama_chat if chat else translate.to_ollama_generate
-        return JSONResponse(whole(result, _elapsed(ctx), time.time()))
-
-    first, events = await _capped(service.start, gen)
-    chunk = translate.chat_chunk if chat else translate.generate_chunk
-    final = translate.chat_done if chat else translate.generate_done
-
-    def on_delta(delta: TokenDelta) -> bytes | None:
-        return ndjson(chunk(gen.model, delta.text, time.time())) if delta.text else None
-
-    def on_done(done: GenerationDone) -> list[bytes]:
-        return [ndjson(final(gen.model, done, _elapsed(ctx), time.time()))]
-
-    def on_error(exc: GarrisonError) -> list[bytes]:
-        return [ndjson(ollama_error_body(exc))]
-
-    frames = relay(first, events, ctx, on_delta, on_done, on_error)
-    return StreamingResponse(frames, media_type="application/x-ndjson", headers={"Cache-Control": "no-cache"})
-
-
-async def _load(request: Request, service: InferenceService, name: str, chat: bool) -> JSONResponse:
-    """Ollama's 'load the model' call: every garrison model is loaded at start, so answer done at once."""
-    get_context(request).model = name
-    await authorize(request, "chat" if chat else "completions", model=name)
+async def _generate(body: GenerateRequest | ChatRequest, request: Request, generation: GenerationDep) -> Response:
+    chat = isinstance(body, ChatRequest)
+    service = generation.service
+    name = translate.resolve_model(body.model, service.registry.ids())
     _lookup(service, name, "chat" if chat else "generate")
-    return JSONResponse(translate.load_response(name, time.time(), chat))
+    if translate.is_load(body):  # every model is loaded at start: answer done at once
+        await authorize(request, "chat" if chat else "completions", model=name)
+        return JSONResponse(translate.load_response(name, time.time(), chat))
+    gen = translate.from_ollama_chat(body, name) if chat else translate.from_ollama_generate(body, name)  # type: ignore[arg-type]
+    framer = OllamaFramer(gen.model, chat=chat, started_ns=generation.origin.started_ns)
+    return await generation.respond(gen, framer, stream=body.streaming)
 
 
 @router.post("/generate")
-async def generate(body: GenerateRequest, request: Request, service: ServiceDep) -> Response:
-    name = translate.resolve_model(body.model, service.registry.ids())
-    if translate.is_load(body):
-        return await _load(request, service, name, chat=False)
-    gen = translate.from_ollama_generate(body, name)
-    return await _generate(request, service, gen, False, body.streaming)
+async def generate(body: GenerateRequest, request: Request, generation: GenerationDep) -> Response:
+    return await _generate(body, request, generation)
 
 
 @router.post("/chat")
-async def chat(body: ChatRequest, request: Request, service: ServiceDep) -> Response:
-    name = translate.resolve_model(body.model, service.registry.ids())
-    if translate.is_load(body):
-        return await _load(request, service, name, chat=True)
-    gen = translate.from_ollama_chat(body, name)
-    return await _generate(request, service, gen, True, body.streaming)
+async def chat(body: ChatRequest, request: Request, generation: GenerationDep) -> Response:
+    return await _generate(body, request, generation)
 
 
-async def _embed(request: Request, service: InferenceService, emb: EmbeddingRequest) -> EmbeddingResult:
-    ctx = get_context(request)
-    ctx.model = emb.model
-    estimate = sum(len(t) for t in emb.inputs) // 3
-    await authorize(request, "embeddings", model=emb.model, estimated_tokens=estimate)
-    _lookup(service, emb.model, "embeddings")
-    if not emb.inputs:
+async def _embed(request: Request, generation: GenerationDep, emb: EmbeddingRequest) -> EmbeddingResult:
+    _lookup(generation.service, emb.model, "embeddings")
+    if not emb.inputs:  # Ollama's "load the embedding model" call
+        await authorize(request, "embeddings", model=emb.model)
         return EmbeddingResult(model=emb.model, vectors=[], prompt_tokens=0)
-    result = await service.embed(emb)
-    ctx.prompt_tokens = result.prompt_tokens
-    return result
+    return await generation.embed(emb)
 
 
 @router.post("/embed")
-async def embed(body: EmbedRequest, request: Request, service: ServiceDep) -> JSONResponse:
-    emb = translate.from_ollama_embed(body, translate.resolve_model(body.model, service.registry.ids()))
-    result = await _embed(request, service, emb)
-    return JSONResponse(translate.to_ollama_embed(result, _elapsed(get_context(request)), body.dimensions))
+async def embed(body: EmbedRequest, request: Request, generation: GenerationDep) -> JSONResponse:
+    emb = translate.from_ollama_embed(body, translate.resolve_model(body.model, generation.service.registry.ids()))
+    result = await _embed(request, generation, emb)
+    elapsed = time.perf_counter_ns() - generation.origin.started_ns
+    return JSONResponse(translate.to_ollama_embed(result, elapsed, body.dimensions))
 
 
 @router.post("/embeddings")
-async def embeddings(body: EmbeddingsRequest, request: Request, service: ServiceDep) -> JSONResponse:
-    emb = translate.from_ollama_embeddings(body, translate.resolve_model(body.model, service.registry.ids()))
-    return JSONResponse(translate.to_ollama_embeddings(await _embed(request, service, emb)))
+async def embeddings(body: EmbeddingsRequest, request: Request, generation: GenerationDep) -> JSONResponse:
+    emb = translate.from_ollama_embeddings(body, translate.resolve_model(body.model, generation.service.registry.ids()))
+    return JSONResponse(translate.to_ollama_embeddings(await _embed(request, generation, emb)))
 
 
 @router.get("/version")
@@ -152,15 +87,13 @@ async def version(request: Request) -> JSONResponse:
 @router.get("/tags")
 async def tags(request: Request, service: ServiceDep) -> JSONResponse:
     visible = await visible_models(request, service.registry)
-    models = [translate.to_ollama_tag(m, m.path.stat().st_mtime) for m in visible]
-    return JSONResponse({"models": models})
+    return JSONResponse({"models": [translate.to_ollama_tag(m, m.modified) for m in visible]})
 
 
 @router.get("/ps")
 async def ps(request: Request, service: ServiceDep) -> JSONResponse:
     visible = await visible_models(request, service.registry)
-    models = [translate.to_ollama_ps(m, m.path.stat().st_mtime) for m in visible]
-    return JSONResponse({"models": models})
+    return JSONResponse({"models": [translate.to_ollama_ps(m, m.modified) for m in visible]})
 
 
 @router.post("/show")
@@ -168,7 +101,7 @@ async def show(body: ShowRequest, request: Request, service: ServiceDep) -> JSON
     name = translate.resolve_model(body.model_name, service.registry.ids())
     await authorize(request, None, model=name)
     info = _lookup(service, name)
-    return JSONResponse(translate.to_ollama_show(info, info.path.stat().st_mtime))
+    return JSONResponse(translate.to_ollama_show(info, info.modified))
 
 
 _NO_DOWNLOADS = (

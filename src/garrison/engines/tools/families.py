@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from garrison.registry import ModelInfo
+from garrison.engines.gguf import GgufModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +64,12 @@ GENERIC = ToolFormat(family="generic", open="<tool_call>", close="</tool_call>",
 FAMILIES: tuple[ToolFormat, ...] = (HERMES, LLAMA3, MISTRAL)
 
 
-def template_renders_tools(info: ModelInfo) -> bool:
+def template_renders_tools(info: GgufModel) -> bool:
     """Whether the model's own chat template lays out `tools` (HF templates read a `tools` variable)."""
     return re.search(r"\btools\b", info.chat_template or "") is not None
 
 
-def _name_words(info: ModelInfo) -> set[str]:
+def _name_words(info: GgufModel) -> set[str]:
     names = [info.id, info.architecture or ""]
     names += [str(info.metadata.get(key, "")) for key in ("general.name", "general.basename")]
     text = " ".join(names).lower()
@@ -80,7 +80,7 @@ def _name_words(info: ModelInfo) -> set[str]:
     return words | {re.sub(r"[\d.]+$", "", w) for w in words} | {re.sub(r"(\d)[\d.]*$", r"\1", w) for w in words}
 
 
-def tool_format(info: ModelInfo) -> ToolFormat:
+def tool_format(info: GgufModel) -> ToolFormat:
     """The family's call syntax when the template renders tools (by its markers, else by name); else generic."""
     if not template_renders_tools(info):
         return GENERIC

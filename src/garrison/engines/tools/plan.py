@@ -18,10 +18,10 @@ from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
 from jsonschema.validators import validator_for  # type: ignore[import-untyped]
 
 from garrison.domain import ChatMessage, GenerationRequest, ToolCall, ToolChoice, ToolSpec
+from garrison.engines.gguf import GgufModel
 from garrison.engines.tools.families import GENERIC, ToolFormat, template_renders_tools, tool_format
 from garrison.engines.tools.parse import ToolCallParser
 from garrison.errors import InvalidRequest
-from garrison.registry import ModelInfo
 
 # The most calls one reply may hold under a grammar (and never more than the tools offered).
 MAX_PARALLEL_CALLS = 8
@@ -129,7 +129,7 @@ class ToolPlan:
         return ToolGrammar(text=f"{root}\n{rules}", triggers=triggers if lazy else ())
 
 
-def plan_tools(info: ModelInfo, request: GenerationRequest) -> ToolPlan | None:
+def plan_tools(info: GgufModel, request: GenerationRequest) -> ToolPlan | None:
     """The plan for a chat request with tools or tool turns in its history; None for a plain chat."""
     messages = request.messages or []
     if not request.tools and not any(m.tool_calls or m.role == "tool" for m in messages):

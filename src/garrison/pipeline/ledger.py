@@ -1,0 +1,253 @@
+"""The pipeline's books: who may run what, what it reserved, and the audit records of its admission and end.
+
+Everything here is synchronous store work (the service calls it in a worker thread); with no `Security`
+(bare apps in unit tests) every check passes and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from garrison.audit.log import AuditEvent
+from garrison.domain import EmbeddingRequest, FinishReason, GenerationRequest
+from garrison.errors import GarrisonError, InvalidRequest, RateLimited
+from garrison.security import Security
+from garrison.security.principal import CLEARANCES, Principal
+from garrison.security.quotas import Grant
+from garrison.store.times import seconds_until_next_day
+
+_DENIALS = (401, 403, 429)
+# Tokens a chat template adds around each message (role markers, separators), for the estimate.
+_PER_MESSAGE_TOKENS = 4
+# The status an admitted record carries: the request is running, its outcome is in its finished record.
+RUNNING = 102
+
+
+def decision_for(status: int) -> str:
+    """allow, deny (an access or quota decision: 401, 403, 429) or error (the request failed otherwise)."""
+    if status in _DENIALS:
+        return "deny"
+    return "error" if status >= 400 else "allow"
+
+
+def estimate_prompt_tokens(request: GenerationRequest | EmbeddingRequest) -> int:
+    """The one estimate of a prompt's tokens before the engine counts them: 3 characters a token, plus
+    the template's framing of each chat message."""
+    if isinstance(request, EmbeddingRequest):
+        return sum(math.ceil(len(text) / 3) for text in request.inputs)
+    text = "".join(m.content for m in request.messages or []) + (request.prompt or "") + (request.suffix or "")
+    return math.ceil(len(text) / 3) + _PER_MESSAGE_TOKENS * len(request.messages or [])
+
+
+def prompt_record(request: GenerationRequest | EmbeddingRequest) -> str:
+    """What was asked, as canonical JSON: messages keep their roles and boundaries, so the audit hash of
+    ["a\\nb"] differs from that of ["a", "b"]."""
+    value: Any
+    if isinstance(request, EmbeddingRequest):
+        value = {"input": request.inputs}
+    elif request.messages is not None:
+        value = {"messages": [{"role": m.role, "content": m.content} for m in request.messages]}
+    else:
+        value = {"prompt": request.prompt or ""}
+        if request.suffix is not None:
+            value["suffix"] = request.suffix
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(slots=True)
+class Origin:
+    """Where a request came from, for its audit records; the HTTP layer fills it in."""
+
+    request_id: str
+    method: str = "CALL"
+    route: str = "-"
+    client: str | None = None
+    client_request_id: str | None = None  # the caller's own x-request-id, never our id
+    streaming: bool = False
+    started_ns: int = field(default_factory=time.perf_counter_ns)
+    records: int = 0  # audit records the pipeline wrote for this request (the HTTP layer then writes none)
+
+    def latency_ms(self) -> float:
+        return (time.perf_counter_ns() - self.started_ns) / 1e6
+
+
+@dataclass(slots=True)
+class Ticket:
+    """An admitted request: its caller, what it reserved, and how much it may use."""
+
+    origin: Origin
+    caller: Principal
+    model: str
+    prompt_text: str
+    annotations: dict[str, Any]
+    grant: Grant | None = None
+    finished: bool = False
+
+    @property
+    def limit(self) -> int | None:
+        """Most tokens (prompt + completion) the key's limits leave this request; None: no limit."""
+        return self.grant.limit if self.grant is not None else None
+
+    def over_limit(self, prompt_tokens: int) -> RateLimited:
+        """The refusal of a request whose counted prompt leaves no room under its key's limit."""
+        daily = self.caller.limits.daily_tokens is not None
+        return RateLimited(
+            f"this request's prompt is {prompt_tokens} tokens; its key has {self.limit} tokens left "
+            + ("today (daily budget)" if daily else "this minute (tokens-per-minute limit)"),
+            retry_after=seconds_until_next_day(time.time()) if daily else 60.0,
+            code="daily_budget_exceeded" if daily else "tpm_limit_exceeded",
+        )
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How an admitted request ended: tokens actually prompted and generated, and any error."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    status: int = 200
+    error: GarrisonError | None = None
+    reason: str | None = None
+    finish_reason: FinishReason | None = None
+    response_text: str | None = None
+
+
+class Ledger:
+    """Authorization, quota admission and settlement, and audit records, all from domain facts."""
+
+    def __init__(self, security: Security | None) -> None:
+        self.security = security
+
+    @property
+    def checks_keys(self) -> bool:
+        return self.security is not None and self.security.auth_enabled
+
+    def anonymous(self) -> Principal:
+        """The caller when auth is disabled."""
+        return Principal.anonymous(self.security.env if self.security is not None else "dev")
+
+    def authorize(self, caller: Principal, scope: str, model: str) -> None:
+        """May `caller` use `scope` on `model`? PermissionDenied if not."""
+        if self.security is not None and not caller.is_anonymous:
+            self.security.guard.authorize(caller, scope, model)
+
+    def clear(self, caller: Principal, data_label: str | None) -> None:
+        """Is `caller` cleared for data labelled `data_label` (set by the caller or a stage)?"""
+        if data_label is not None and data_label not in CLEARANCES:
+            raise InvalidRequest(f"data label {data_label!r} is none of {', '.join(CLEARANCES)}", param="data_label")
+        if self.security is not None and not caller.is_anonymous and data_label is not None:
+            self.security.guard.authorize(caller, None, None, clearance=data_label)
+
+    def admit(
+        self,
+        origin: Origin,
+        caller: Principal,
+        model: str,
+        request: GenerationRequest | EmbeddingRequest,
+        completion_tokens: int,
+        *,
+        open_ended: bool = False,
+    ) -> Ticket:
+        """Reserve the request's tokens and write its durable `request.admitted` record, atomically.
+
+        RateLimited when over a limit (recorded as a denial); AuditWriteError when the record cannot be
+        made durable (then nothing is reserved).
+        """
+        ticket = Ticket(origin, caller, model, prompt_record(request), dict(request.annotations))
+        security = self.security
+        if security is None:
+            return ticket
+        try:
+            with security.audit.transaction():
+                if not caller.is_anonymous:
+                    ticket.grant = security.guard.admit(
+                        caller, estimate_prompt_tokens(request), completion_tokens, open_ended=open_ended
+                    )
+                details = dict(ticket.annotations)
+                if ticket.grant is not None and ticket.grant.reserved:
+                    details["reserved_tokens"] = ticket.grant.reserved
+                security.audit.append(self._event(ticket, "request.admitted", RUNNING, details=details))
+        except RateLimited as exc:
+            self.refuse(origin, caller, model, request, exc)
+            raise
+        origin.records += 1
+        return ticket
+
+    def refuse(
+        self,
+        origin: Origin,
+        caller: Principal,
+        model: str | None,
+        request: GenerationRequest | EmbeddingRequest,
+        exc: GarrisonError,
+    ) -> None:
+        """Record a request the pipeline refused before admission (403, 404, 429, a stage's refusal)."""
+        if self.security is None:
+            return
+        ticket = Ticket(origin, caller, model or "", prompt_record(request), dict(request.annotations))
+        event = self._event(ticket, "request", exc.status, error=exc, reason=exc.message)
+        event.model = model
+        self.security.audit.append(event)
+        origin.records += 1
+
+    def finish(self, ticket: Ticket, outcome: Outcome) -> None:
+        """Settle the actual tokens and write `request.finished`, in one transaction (once)."""
+        if ticket.finished:
+            return
+        ticket.finished = True
+        security = self.security
+        if security is None:
+            return
+        details = dict(ticket.annotations)
+        if outcome.finish_reason is not None:
+            details["finish_reason"] = outcome.finish_reason
+        event = self._event(
+            ticket, "request.finished", outcome.status, error=outcome.error, reason=outcome.reason,
+            details=details, response_text=outcome.response_text,
+        )
+        event.prompt_tokens, event.completion_tokens = outcome.prompt_tokens, outcome.completion_tokens
+        with security.audit.transaction():
+            if ticket.grant is not None:
+                security.guard.record_usage(
+                    ticket.caller, ticket.model, outcome.prompt_tokens, outcome.completion_tokens, grant=ticket.grant
+                )
+            security.audit.append(event)
+        ticket.origin.records += 1
+
+    def _event(
+        self,
+        ticket: Ticket,
+        kind: str,
+        status: int,
+        *,
+        error: GarrisonError | None = None,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+        response_text: str | None = None,
+    ) -> AuditEvent:
+        origin, caller = ticket.origin, ticket.caller
+        if reason is None and (self.security is None or not self.security.auth_enabled):
+            reason = "auth disabled"
+        return AuditEvent(
+            request_id=origin.request_id,
+            method=origin.method,
+            route=origin.route,
+            status=status,
+            decision=decision_for(status),
+            reason=reason,
+            key_id=None if caller.is_anonymous else caller.key_id,
+            key_name=None if caller.is_anonymous else caller.name,
+            client=origin.client,
+            model=ticket.model or None,
+            latency_ms=origin.latency_ms(),
+            prompt_text=ticket.prompt_text,
+            response_text=response_text,
+            event=kind,
+            client_request_id=origin.client_request_id,
+            error_code=(error.code or error.type) if error is not None else None,
+            details=details or None,
+        )
