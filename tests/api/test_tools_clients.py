@@ -222,3 +222,52 @@ def test_ollama_raw_tool_calls_wire_shape(live_server) -> None:
     for call in message.get("tool_calls", []):
         assert isinstance(call["function"]["arguments"], dict)
         valid(call["function"]["name"], call["function"]["arguments"])
+
+
+def _langchain_tools() -> list[Any]:
+    from langchain_core.tools import tool
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    return [add]
+
+
+def _agent_loop(model: Any) -> None:
+    """bind_tools, run the call the model makes, send the result back, get an answer."""
+    from langchain_core.messages import HumanMessage, ToolMessage
+
+    tools = {t.name: t for t in _langchain_tools()}
+    forced = model.bind_tools(list(tools.values()), tool_choice="add")
+    messages: list[Any] = [HumanMessage("What is 2 + 3? Use the add tool.")]
+    reply = forced.invoke(messages)
+    assert reply.tool_calls, reply
+    messages.append(reply)
+    for call in reply.tool_calls:
+        assert call["name"] == "add" and call["id"]
+        jsonschema.validate(call["args"], ADD_PARAMS)
+        messages.append(ToolMessage(str(tools["add"].invoke(call["args"])), tool_call_id=call["id"]))
+    answer = model.bind_tools(list(tools.values()), tool_choice="none").invoke(messages)
+    assert answer.content and not answer.tool_calls
+
+
+def test_langchain_chat_openai_bind_tools_loop(live_server) -> None:
+    from langchain_openai import ChatOpenAI
+
+    _agent_loop(ChatOpenAI(model=MODEL, base_url=live_server.openai_base, api_key=live_server.api_key,
+                           temperature=0, max_tokens=64, max_retries=0))
+
+
+def test_langchain_chat_ollama_bind_tools_loop(live_server) -> None:
+    from langchain_core.messages import HumanMessage
+    from langchain_ollama import ChatOllama
+
+    model = ChatOllama(model=MODEL, base_url=live_server.url, temperature=0, num_predict=64,
+                       client_kwargs={"headers": live_server.headers})
+    reply = model.bind_tools(_langchain_tools()).invoke([HumanMessage("What is 2 + 3? Use the add tool.")])
+    assert "<tool_call>" not in str(reply.content)
+    for call in reply.tool_calls:
+        assert call["name"] == "add"
+        jsonschema.validate(call["args"], ADD_PARAMS)
