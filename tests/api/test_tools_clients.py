@@ -271,3 +271,20 @@ def test_langchain_chat_ollama_bind_tools_loop(live_server) -> None:
     for call in reply.tool_calls:
         assert call["name"] == "add"
         jsonschema.validate(call["args"], ADD_PARAMS)
+
+
+@pytest.mark.parametrize("prefix", ["openai", "ollama_chat"])
+def test_litellm_as_a_client_with_tools(live_server, prefix: str) -> None:
+    import litellm
+
+    base = live_server.openai_base if prefix == "openai" else live_server.url
+    extra: dict[str, Any] = {"tool_choice": "required"} if prefix == "openai" else {}
+    reply = litellm.completion(model=f"{prefix}/{MODEL}", messages=ASK, tools=TOOLS, api_base=base,
+                               api_key=live_server.api_key, temperature=0, max_tokens=64,
+                               extra_headers=live_server.headers, **extra)
+    message = reply.choices[0].message
+    assert "<tool_call>" not in (message.content or "")
+    if prefix == "openai":
+        assert message.tool_calls
+    for call in message.tool_calls or []:
+        valid(call.function.name, call.function.arguments)

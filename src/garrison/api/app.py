@@ -14,6 +14,7 @@ from garrison.api.errors import install_error_handlers
 from garrison.api.limits import BodyLimitMiddleware
 from garrison.api.ollama import router as ollama_router
 from garrison.api.openai import router as openai_router
+from garrison.api.openai.responses import ResponseStore
 from garrison.security import Security
 from garrison.service import InferenceService
 from garrison.settings import Settings
@@ -41,6 +42,7 @@ def create_app(settings: Settings, inference: InferenceService, security: Securi
     app.state.inference = inference
     app.state.security = security
     app.state.metrics = metrics.metrics_registry(inference)
+    app.state.responses = ResponseStore()  # /v1/responses stored with store: true, per key
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(openai_router.router)
