@@ -274,7 +274,8 @@ def test_langchain_chat_ollama_bind_tools_loop(live_server) -> None:
 
 
 @pytest.mark.parametrize("prefix", ["openai", "ollama_chat"])
-def test_litellm_as_a_client_with_tools(live_server, prefix: str) -> None:
+def test_litellm_as_a_client_with_tools(live_server, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # its bundled price map: no download at import
     import litellm
 
     base = live_server.openai_base if prefix == "openai" else live_server.url
