@@ -109,6 +109,7 @@ def test_family_comes_from_the_chat_template(template: str | None, family: str) 
 
 def test_a_tool_template_without_known_markers_falls_back_to_the_name_then_generic() -> None:
     assert tool_format(info("{% if tools %}{{ tools }}{% endif %}", name="qwen2.5-7b")).family == "hermes"
+    assert tool_format(info("{% if tools %}{{ tools }}{% endif %}", name="Meta-Llama-3.1-8B")).family == "llama3"
     assert tool_format(info("{% if tools %}{{ tools }}{% endif %}", name="mystery")).family == "generic"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from garrison.engines.fim import name_words
 from garrison.engines.gguf import GgufModel
 
 
@@ -47,7 +48,7 @@ LLAMA3 = ToolFormat(
     json_start=True,
     prefix_tokens=("<|python_tag|>",),
     template_markers=("<|python_tag|>", '"parameters": dictionary'),
-    name_keywords=(("llama", "3.1"), ("llama", "3.2"), ("llama", "3.3"), ("llama3",)),
+    name_keywords=(("llama", "3"), ("llama3",)),
 )
 MISTRAL = ToolFormat(
     family="mistral",
@@ -69,17 +70,6 @@ def template_renders_tools(info: GgufModel) -> bool:
     return re.search(r"\btools\b", info.chat_template or "") is not None
 
 
-def _name_words(info: GgufModel) -> set[str]:
-    names = [info.id, info.architecture or ""]
-    names += [str(info.metadata.get(key, "")) for key in ("general.name", "general.basename")]
-    text = " ".join(names).lower()
-    for sep in "-_/:":
-        text = text.replace(sep, " ")
-    words = set(text.split())
-    # "qwen2.5" and "llama3.1" are single words: also keep "qwen", "llama3" and "llama".
-    return words | {re.sub(r"[\d.]+$", "", w) for w in words} | {re.sub(r"(\d)[\d.]*$", r"\1", w) for w in words}
-
-
 def tool_format(info: GgufModel) -> ToolFormat:
     """The family's call syntax when the template renders tools (by its markers, else by name); else generic."""
     if not template_renders_tools(info):
@@ -88,7 +78,7 @@ def tool_format(info: GgufModel) -> ToolFormat:
     for family in FAMILIES:
         if any(marker in template for marker in family.template_markers):
             return family
-    words = _name_words(info)
+    words = name_words(info)
     for family in FAMILIES:
         if any(all(k in words for k in group) for group in family.name_keywords):
             return family
