@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from garrison.domain import ChatMessage, GenerationRequest
 from garrison.engines.gguf import GgufModel
+from garrison.engines.tools.plan import ToolPlan
 from garrison.errors import InvalidRequest
 
 # ChatML: used only when a GGUF carries no template at all.
@@ -14,8 +17,8 @@ _FALLBACK_TEMPLATE = (
 )
 
 
-def render_chat(info: GgufModel, messages: list[ChatMessage]) -> tuple[str, list[str]]:
-    """Render messages through the model's Jinja chat template; returns (prompt, template stop strings)."""
+def render_chat(info: GgufModel, messages: list[ChatMessage], tools: ToolPlan | None = None) -> tuple[str, list[str]]:
+    """Render messages (and tools) through the model's Jinja chat template; returns (prompt, stop strings)."""
     from jinja2.exceptions import TemplateError
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -25,18 +28,23 @@ def render_chat(info: GgufModel, messages: list[ChatMessage]) -> tuple[str, list
         bos_token=info.bos_token,
         add_generation_prompt=True,
     )
+    turns: list[dict[str, Any]]
+    if tools is None:
+        turns = [{"role": m.role, "content": m.content} for m in messages]
+    else:
+        turns = tools.messages(messages)
     try:
-        result = formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
-    except TemplateError as exc:
+        result = formatter(messages=turns, tools=tools.template_tools() if tools else None)  # type: ignore[arg-type]
+    except (TemplateError, ValueError, TypeError) as exc:
         raise InvalidRequest(f"the model's chat template rejected these messages: {exc}", param="messages") from exc
     stops = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
-    return result.prompt, [s for s in stops if s]
+    return result.prompt, [s for s in stops if s] + (tools.stops() if tools else [])
 
 
-def build_prompt(info: GgufModel, request: GenerationRequest) -> tuple[str, list[str]]:
+def build_prompt(info: GgufModel, request: GenerationRequest, tools: ToolPlan | None = None) -> tuple[str, list[str]]:
     """The exact text to tokenize for a request, plus stop strings the template implies."""
     if request.messages is not None:
-        return render_chat(info, request.messages)
+        return render_chat(info, request.messages, tools)
     prompt = request.prompt or ""
     if request.suffix is not None:
         from garrison.engines.fim import fim_prompt
