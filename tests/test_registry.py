@@ -65,7 +65,7 @@ def test_models_are_engine_neutral_with_gguf_details_inside(tmp_path: Path) -> N
     registry = build_registry(load_settings(home=tmp_path))
     chat, embed = registry.get("smollm2-135m-instruct"), registry.get("all-minilm-l6-v2")
     assert (chat.engine, chat.trust, chat.format) == ("llama", "restricted", "gguf")
-    assert chat.capabilities == {"chat", "completions"} and embed.capabilities == {"embeddings"}
+    assert chat.capabilities == {"chat", "completions", "tools"} and embed.capabilities == {"embeddings"}
     assert chat.details.eos_token == "<|im_end|>" and not hasattr(chat, "eos_token")
     assert embed.engine == "onnx-embeddings" and embed.details.path.suffix == ".onnx"
 

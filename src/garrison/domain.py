@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, assert_never
 
 from garrison.errors import InvalidRequest
 
 Role = Literal["system", "user", "assistant", "tool"]
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
+ToolChoiceMode = Literal["auto", "none", "required"]
 
 
 def new_request_id() -> str:
@@ -18,9 +19,40 @@ def new_request_id() -> str:
 
 
 @dataclass(slots=True)
+class ToolCall:
+    """A function call the model made: `arguments` is the JSON text it wrote (valid JSON)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True)
 class ChatMessage:
+    """One turn; an assistant turn may carry `tool_calls`, a `tool` turn answers `tool_call_id`."""
+
     role: Role
     content: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class ToolSpec:
+    """A function the model may call, with the JSON schema of its arguments."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(slots=True)
+class ToolChoice:
+    """`auto`, `none`, `required`, or one named function (`mode` "required" with `name`)."""
+
+    mode: ToolChoiceMode = "auto"
+    name: str | None = None
 
 
 @dataclass(slots=True)
@@ -38,6 +70,9 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     repeat_penalty: float = 1.0
     ignore_eos: bool = False
+    n: int = 1  # choices decoded together from one prefill; choice i samples with seed + i
+    logprobs: bool = False
+    top_logprobs: int = 0  # alternatives reported per token (0..20) when `logprobs`
     # max_tokens is a cap, not a reservation (Ollama's num_predict): past the context it means "until full".
     max_tokens_is_cap: bool = False
 
@@ -88,6 +123,7 @@ class GenerationRequest:
     model: str
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
+    prompt_tokens: list[int] | None = None  # a prompt given as token ids of the model's own vocabulary
     suffix: str | None = None
     raw: bool = False
     sampling: SamplingParams = field(default_factory=SamplingParams)
@@ -95,6 +131,9 @@ class GenerationRequest:
     # False: the caller takes the whole result at once, so an engine may fetch it in one piece (a remote
     # engine then retries on another replica until it has all of it).
     stream: bool = True
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    parallel_tool_calls: bool = True
     request_id: str = field(default_factory=new_request_id)
     created: float = field(default_factory=time.time)
     documents: RetrievalOptions | None = None  # ground the answer in documents (the retrieval stage)
@@ -145,20 +184,55 @@ class GenerationStarted:
 
 
 @dataclass(slots=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+@dataclass(slots=True)
+class TokenLogprob:
+    """One sampled token's log-probability under the model's distribution, and the likeliest alternatives."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+    top: list[TopLogprob] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class TokenDelta:
-    """A piece of generated text (one or more tokens) streamed as soon as it is safe to emit."""
+    """A piece of generated text (one or more tokens) of choice `choice`, streamed once safe to emit."""
 
     text: str
     tokens: int = 1
+    choice: int = 0
+    logprobs: list[TokenLogprob] | None = None  # one per token in `tokens`, when the request asked
+
+
+@dataclass(slots=True)
+class ToolCallEvent:
+    """A complete, parsed tool call of choice `choice`; `index` counts the calls within that choice."""
+
+    call: ToolCall
+    index: int = 0
+    choice: int = 0
 
 
 @dataclass(slots=True)
 class GenerationDone:
-    """The last event of every generation."""
+    """The last event of every generation; with n > 1, `choice_reasons` has each choice's finish reason."""
 
     finish_reason: FinishReason
     usage: Usage
     timings: Timings = field(default_factory=Timings)
+    choice_reasons: list[FinishReason] = field(default_factory=list)
+
+    def reason(self, choice: int) -> FinishReason:
+        """The finish reason of one choice (choice 0 is `finish_reason`)."""
+        if choice < len(self.choice_reasons):
+            return self.choice_reasons[choice]
+        return self.finish_reason
 
 
 @dataclass(slots=True, frozen=True)
@@ -200,12 +274,23 @@ class Citations:
 
 # Matched exhaustively (`match` + `typing.assert_never`) wherever events are consumed: a new kind is
 # added here and to every framer, never left to fall into an `else`.
-GenerationEvent = GenerationStarted | TokenDelta | Citations | GenerationDone
+GenerationEvent = GenerationStarted | TokenDelta | ToolCallEvent | Citations | GenerationDone
+
+
+@dataclass(slots=True)
+class Choice:
+    """One choice of a whole result: its text, tool calls, finish reason and (if asked) token logprobs."""
+
+    index: int
+    text: str
+    finish_reason: FinishReason
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass(slots=True)
 class Completion:
-    """A whole (non-streamed) generation result."""
+    """A whole (non-streamed) generation result; `text`/`finish_reason` are choice 0's."""
 
     request_id: str
     model: str
@@ -215,6 +300,46 @@ class Completion:
     timings: Timings
     created: float
     citations: Citations | None = None
+    choices: list[Choice] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+def collect(request: GenerationRequest, events: list[GenerationEvent]) -> Completion:
+    """Fold a generation's events into a whole result, choice by choice."""
+    texts: dict[int, list[str]] = {}
+    calls: dict[int, list[ToolCall]] = {}
+    logprobs: dict[int, list[TokenLogprob]] = {}
+    done: GenerationDone | None = None
+    citations: Citations | None = None
+    for event in events:
+        match event:
+            case TokenDelta():
+                texts.setdefault(event.choice, []).append(event.text)
+                if event.logprobs is not None:
+                    logprobs.setdefault(event.choice, []).extend(event.logprobs)
+            case ToolCallEvent():
+                calls.setdefault(event.choice, []).append(event.call)
+            case Citations():
+                citations = event
+            case GenerationDone():
+                done = event
+            case GenerationStarted():
+                pass
+            case _:
+                assert_never(event)
+    if done is None:
+        raise ValueError("a generation ended without GenerationDone")
+    n = max(1, request.sampling.n, len(done.choice_reasons))
+    choices = [
+        Choice(index=i, text="".join(texts.get(i, [])), finish_reason=done.reason(i), tool_calls=calls.get(i, []),
+               logprobs=logprobs.get(i, []) if request.sampling.logprobs else None)
+        for i in range(n)
+    ]
+    return Completion(
+        request_id=request.request_id, model=request.model, text=choices[0].text, finish_reason=done.finish_reason,
+        usage=done.usage, timings=done.timings, created=request.created, citations=citations, choices=choices,
+        tool_calls=choices[0].tool_calls,
+    )
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ from garrison.domain import (
     GenerationStarted,
     Timings,
     TokenDelta,
+    ToolCallEvent,
     Usage,
+    collect,
 )
 from garrison.engines.base import Embedder, Engine, EngineRegistry, default_engines
 from garrison.errors import ContextLengthExceeded, EngineError, GarrisonError, InvalidRequest, Overloaded
@@ -251,40 +254,19 @@ class InferenceService:
     async def complete(
         self, request: GenerationRequest, caller: Caller | None = None, origin: Origin | None = None
     ) -> Completion:
-        """Generate to the end and return the whole text."""
+        """Generate to the end and return the whole result (every choice's text, tool calls, logprobs)."""
         request.stream = False  # the caller takes it whole: an engine may fetch it in one piece
-        parts: list[str] = []
-        done: GenerationDone | None = None
-        citations: Citations | None = None
+        seen: list[GenerationEvent] = []
         events = self.stream(request, caller, origin)
         try:
             async for event in events:
-                match event:
-                    case GenerationStarted():
-                        pass
-                    case TokenDelta():
-                        parts.append(event.text)
-                    case Citations():
-                        citations = event
-                    case GenerationDone():
-                        done = event
-                    case _:
-                        assert_never(event)
+                seen.append(event)
         finally:
             with anyio.CancelScope(shield=True):
                 await events.aclose()  # type: ignore[attr-defined]
-        if done is None:
+        if not any(isinstance(event, GenerationDone) for event in seen):
             raise EngineError("the engine ended without a result")
-        return Completion(
-            request_id=request.request_id,
-            model=request.model,
-            text="".join(parts),
-            finish_reason=done.finish_reason,
-            usage=done.usage,
-            timings=done.timings,
-            created=request.created,
-            citations=citations,
-        )
+        return collect(request, seen)
 
     async def embed(
         self, request: EmbeddingRequest, caller: Caller | None = None, origin: Origin | None = None
@@ -396,7 +378,7 @@ class _Meter:
                     self.completion_tokens += event.tokens
                 case GenerationDone():
                     self.done = event
-                case Citations():
+                case ToolCallEvent() | Citations():
                     pass
                 case _:
                     assert_never(event)
@@ -418,6 +400,9 @@ class _Meter:
         match event:
             case TokenDelta():
                 self.parts.append(event.text)
+            case ToolCallEvent():  # the audit record keeps what was answered, calls included
+                self.parts.append(json.dumps({"tool_call": {"name": event.call.name,
+                                                            "arguments": event.call.arguments}}))
             case GenerationStarted() | Citations() | GenerationDone():
                 pass
             case _:

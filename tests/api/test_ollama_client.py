@@ -152,7 +152,7 @@ def test_tags_list_generate_and_embed_models(client: ollama.Client) -> None:
 
 def test_show_describes_the_model(client: ollama.Client, live_server) -> None:  # type: ignore[no-untyped-def]
     shown = client.show(MODEL)
-    assert shown.capabilities == ["completion"]
+    assert shown.capabilities == ["completion", "tools"]
     assert shown.modelinfo["general.architecture"] == "llama"
     assert shown.modelinfo["llama.context_length"] == live_server.settings.engine.context_length
     assert f"num_ctx {live_server.settings.engine.context_length}" in shown.parameters.splitlines()

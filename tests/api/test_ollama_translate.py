@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from pathlib import Path
@@ -143,13 +144,23 @@ def test_chat_maps_roles_and_empty_content() -> None:
     assert request.model == "m"
 
 
-@pytest.mark.parametrize("fields", [
-    {"tools": [{"type": "function", "function": {"name": "f"}}]},
-    {"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f"}}]}]},
-])
-def test_chat_tools_are_refused_in_ollamas_words(fields: dict[str, Any]) -> None:
-    with pytest.raises(InvalidRequest, match='"m" does not support tools'):
-        translate.from_ollama_chat(chat(**fields))
+def test_chat_tools_and_tool_turns_reach_the_domain() -> None:
+    request = translate.from_ollama_chat(chat(
+        tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        messages=[{"role": "user", "content": "x"},
+                  {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f",
+                                                                                     "arguments": {"a": 1}}}]},
+                  {"role": "tool", "content": "2", "tool_name": "f"}]))
+    assert [t.name for t in request.tools] == ["f"] and request.tool_choice.mode == "auto"
+    call = request.messages[1].tool_calls[0]  # type: ignore[index]
+    assert (call.name, json.loads(call.arguments)) == ("f", {"a": 1})
+    assert (request.messages[2].role, request.messages[2].name) == ("tool", "f")  # type: ignore[index]
+
+
+def test_a_tool_without_a_function_name_is_a_400() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        translate.from_ollama_chat(chat(tools=[{"type": "function"}]))
+    assert caught.value.param == "tools.0"
 
 
 def test_chat_images_are_refused() -> None:
@@ -271,7 +282,7 @@ CONTINUE_PARAMETER_LINE = re.compile(r'^(\S+)\s+((?:".*")|\S+)$')
 
 def test_show_for_a_chat_model() -> None:
     body = translate.to_ollama_show(info(), 0)
-    assert body["capabilities"] == ["completion"]
+    assert body["capabilities"] == ["completion", "tools"]
     assert body["model_info"]["llama.context_length"] == 2048  # what garrison serves, not the GGUF's 8192
     assert body["model_info"]["general.languages"] == ["en"] and body["license"] == "apache-2.0"
     lines = body["parameters"].split("\n")
@@ -284,7 +295,7 @@ def test_show_for_a_chat_model() -> None:
 def test_show_for_a_fim_model_advertises_insert_and_a_suffix_template() -> None:
     coder = info("qwen2.5-coder-1.5b", fim=FimTokens("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"))
     body = translate.to_ollama_show(coder, 0)
-    assert body["capabilities"] == ["completion", "insert"]
+    assert body["capabilities"] == ["completion", "tools", "insert"]
     # Continue's ollama provider turns FIM on when the template mentions .Suffix.
     assert "<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<|fim_middle|>" in body["template"]
 

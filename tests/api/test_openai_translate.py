@@ -39,10 +39,10 @@ def test_chat_content_parts_and_developer_role() -> None:
 
 
 @pytest.mark.parametrize("fields, param", [
-    ({"n": 3}, "n"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"logprobs": True}, "logprobs"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"top_logprobs": 3}, "top_logprobs"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function"}},
+     "tool_choice"),
     ({"response_format": {"type": "json_schema"}}, "response_format"),
 ])
 def test_chat_rejects_what_it_cannot_honour(fields, param) -> None:
@@ -96,3 +96,31 @@ def test_embeddings_base64_is_little_endian_float32() -> None:
     result = EmbeddingResult(model="e", vectors=[[0.5, -1.0]], prompt_tokens=2)
     encoded = translate.to_openai_embeddings(result, "base64")["data"][0]["embedding"]
     assert np.frombuffer(base64.b64decode(encoded), dtype="<f4").tolist() == [0.5, -1.0]
+
+
+def test_chat_tools_choice_history_n_and_logprobs_reach_the_domain() -> None:
+    body = chat(
+        tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        tool_choice={"type": "function", "function": {"name": "f"}}, parallel_tool_calls=False,
+        n=2, logprobs=True, top_logprobs=3,
+        messages=[{"role": "user", "content": "x"},
+                  {"role": "assistant", "content": None,
+                   "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                  {"role": "tool", "tool_call_id": "call_1", "content": "ok"}],
+    )
+    request = translate.from_openai_chat(body)
+    assert (request.tool_choice.mode, request.tool_choice.name, request.parallel_tool_calls) == ("required", "f", False)
+    assert (request.sampling.n, request.sampling.logprobs, request.sampling.top_logprobs) == (2, True, 3)
+    assert request.messages[1].tool_calls[0].id == "call_1"  # type: ignore[index]
+    assert request.messages[2].tool_call_id == "call_1"  # type: ignore[index]
+    assert translate.from_openai_chat(chat()).tool_choice.mode == "none"
+
+
+def test_completion_token_ids_and_embedding_token_ids() -> None:
+    from garrison.api.openai.schemas import CompletionRequest, EmbeddingsRequest
+
+    for prompt in ([1, 2, 3], [[1, 2, 3]]):
+        request = translate.from_openai_completion(CompletionRequest(model="m", prompt=prompt, logprobs=2))
+        assert request.prompt_tokens == [1, 2, 3] and request.prompt is None and request.sampling.top_logprobs == 2
+    with pytest.raises(InvalidRequest, match="check_embedding_ctx_length=False"):
+        translate.from_openai_embeddings(EmbeddingsRequest(model="e", input=[[1, 2]]))

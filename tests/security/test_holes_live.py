@@ -110,17 +110,20 @@ def test_a_request_is_durably_recorded_when_admitted_before_it_ends(live_server:
         with httpx.stream("POST", f"{live_server.openai_base}/chat/completions", json=body, timeout=60,
                           headers={"Authorization": f"Bearer {key}"}) as response:
             request_id = response.headers["x-request-id"]
+            # As soon as the answer has begun (headers sent, nothing read yet) the admission is on disk.
+            unfinished = elsewhere.audit.unfinished()
+            rows = elsewhere.store.fetchall("SELECT event, status FROM audit_log WHERE request_id = ?",
+                                            (request_id,))
             first = next(response.iter_lines())
             assert response.status_code == 200, first
             verdict = elsewhere.audit.verify()
-            rows = elsewhere.store.fetchall("SELECT event, status FROM audit_log WHERE request_id = ?",
-                                            (request_id,))
     finally:
         elsewhere.close()
-    assert verdict.ok and request_id in verdict.unfinished, (first, [tuple(row) for row in rows])
-    assert "admitted but never finished" in verdict.describe()
-    assert [tuple(row) for row in rows] in ([("request.admitted", 102)],
-                                            [("request.admitted", 102), ("request.finished", 200)])
+    assert request_id in unfinished, (first, [tuple(row) for row in rows])
+    assert [tuple(row) for row in rows] == [("request.admitted", 102)]
+    assert verdict.ok
+    if request_id in verdict.unfinished:  # still running when the whole chain was verified
+        assert "admitted but never finished" in verdict.describe()
 
 
 def test_a_body_that_fails_to_parse_is_recorded_as_what_happened_and_by_whom(live_server: Any) -> None:

@@ -20,6 +20,7 @@ from garrison.api.errors import install_error_handlers
 from garrison.api.limits import BodyLimitMiddleware
 from garrison.api.ollama import router as ollama_router
 from garrison.api.openai import router as openai_router
+from garrison.api.openai.responses import ResponseStore
 from garrison.console.web import CONSOLE_PATH
 from garrison.documents.library import Change, Library, audit_change
 from garrison.security import Security
@@ -74,6 +75,7 @@ def create_app(
     app.state.security = security
     app.state.documents = documents
     app.state.metrics = metrics.metrics_registry(inference)
+    app.state.responses = ResponseStore()  # /v1/responses stored with store: true, per key
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(openai_router.router)

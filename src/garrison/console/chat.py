@@ -16,7 +16,15 @@ from garrison.console.app import Console
 from garrison.console.auth import SignedIn
 from garrison.console.conversations import Conversation
 from garrison.console.web import CONSOLE_PATH
-from garrison.domain import ChatMessage, Completion, GenerationDone, GenerationRequest, SamplingParams, TokenDelta
+from garrison.domain import (
+    ChatMessage,
+    Completion,
+    GenerationDone,
+    GenerationRequest,
+    SamplingParams,
+    TokenDelta,
+    ToolCallEvent,
+)
 from garrison.errors import AuditWriteError, GarrisonError, InvalidRequest
 from garrison.registry import ModelInfo
 
@@ -77,6 +85,10 @@ class ConsoleFramer:
             return self._open()
         self._parts.append(delta.text)
         return [*self._open(), sse({"delta": delta.text})]
+
+    def tool_call(self, event: ToolCallEvent) -> list[bytes]:
+        """The console offers the model no tools, so no call can arrive; nothing to frame."""
+        return []
 
     def done(self, done: GenerationDone) -> list[bytes]:
         frames = self._open()

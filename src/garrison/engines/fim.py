@@ -65,7 +65,7 @@ def _literal(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def _name_words(info: GgufModel) -> set[str]:
+def name_words(info: GgufModel) -> set[str]:
     """Lower-case words of the model's id, GGUF name/basename and architecture."""
     names = [info.id, info.architecture or ""]
     names += [str(info.metadata.get(key, "")) for key in ("general.name", "general.basename")]
@@ -88,7 +88,7 @@ def fim_template(info: GgufModel) -> FimTemplate | None:
         fim = info.fim
         layout = f"{_literal(fim.prefix)}{{prefix}}{_literal(fim.suffix)}{{suffix}}{_literal(fim.middle)}"
         return FimTemplate(family="gguf", layout=layout, prefix_token=declared, name_keywords=())
-    words = _name_words(info)
+    words = name_words(info)
     for family in FAMILIES:
         if any(all(k in words for k in group) for group in family.name_keywords):
             return family

@@ -56,7 +56,8 @@ class GgufModel:
         """The engine-neutral description every surface and check reads."""
         from garrison.engines.fim import supports_fim
 
-        capabilities = {"chat", "completions"} | ({"fim"} if supports_fim(self) else set())
+        # Every chat model can call tools: through its template's own format, or garrison's generic one.
+        capabilities = {"chat", "completions", "tools"} | ({"fim"} if supports_fim(self) else set())
         return ModelInfo(
             id=self.id, kind="generate", engine=engine, context_length=self.context_length,
             capabilities=frozenset(capabilities), trust=trust, details=self, format="gguf",

@@ -105,6 +105,14 @@ class SlotTable:
                 best[slot.busy] = (slot, n)
         return best[False], best[True]
 
+    def has_free(self, n: int) -> bool:
+        """Whether `n` slots are free (a request with n choices is admitted whole)."""
+        return sum(not slot.busy for slot in self.slots) >= n
+
+    def share(self, source: Slot, target: Slot, n: int) -> None:
+        """Start `target` with the first `n` cached positions of busy `source` (another choice's prompt)."""
+        self._copy(source, target, n)
+
     def append(self, slot: Slot, tokens: list[int]) -> None:
         """Record tokens whose KV a decode step has just written for this slot."""
         slot.tokens.extend(tokens)

@@ -15,15 +15,18 @@ from collections.abc import AsyncIterator
 
 import llama_cpp
 
-from garrison.domain import GenerationDone, GenerationEvent, GenerationRequest, GenerationStarted
+from garrison.domain import GenerationEvent, GenerationRequest, GenerationStarted
 from garrison.engines import cpu
 from garrison.engines.base import Embedder, Engine
+from garrison.engines.choices import ChoiceQueue, ChoiceStream, Tagged, merge
 from garrison.engines.cpu import default_threads
 from garrison.engines.gguf import GgufModel, gguf_of
+from garrison.engines.logprobs import MAX_TOP_LOGPROBS
 from garrison.engines.prompt import ControlToken, Prompt, build_prompt, control_tokens, tokenize_prompt
-from garrison.engines.sampling import build_sampler, json_grammar, sampling_seed
+from garrison.engines.sampling import SamplerChain, build_sampler, json_grammar, sampling_seed
 from garrison.engines.scheduler import BatchScheduler, DecodeLoop, Sequence
 from garrison.engines.text import TextStream
+from garrison.engines.tools.plan import plan_tools
 from garrison.errors import (
     ConfigError,
     ContextLengthExceeded,
@@ -121,6 +124,7 @@ class LlamaEngine:
         self.threads = threads
         self._loop = loop
         self._closed = False
+        self.n_slots = n_slots
         loop.attach(self._scheduler)
         log.info("llama engine %s: %d slots x %d tokens, batch %d, %d/%d threads (decode/batch), extra buffers "
                  "%s (%s)", info.id, n_slots, info.context_length, n_batch, decode_threads, threads, self.buffers.mode,
@@ -186,48 +190,85 @@ class LlamaEngine:
         self._ctx = self._model = None
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        """Queue the request for the batch; closing this iterator cancels it and frees its slot."""
+        """Queue the request's choices for the batch; closing this iterator cancels them and frees their slots."""
         if self._closed:
             raise EngineUnavailable(f"the engine of '{self.info.id}' is shut down")
-        prompt = build_prompt(self.info, request, trust_raw=self._trust_raw)
-        tokens = await asyncio.to_thread(self.tokenize_prompt, prompt, add_bos=not request.is_chat)
+        s = request.sampling
+        self._check_choices(s.n, s.top_logprobs if s.logprobs else 0)
+        tools = plan_tools(self.info, request) if request.is_chat else None
+        prompt = build_prompt(self.info, request, tools, trust_raw=self._trust_raw)
+        template_stops = prompt.stops
+        if request.prompt_tokens is not None:
+            tokens = self._checked_ids(request.prompt_tokens)
+        else:
+            tokens = await asyncio.to_thread(self.tokenize_prompt, prompt, add_bos=not request.is_chat)
         if not tokens:
             if self._bos < 0:
                 raise InvalidRequest("the prompt is empty", param="prompt")
             tokens = [self._bos]
-        budget = self._budget(len(tokens), request.sampling.max_tokens)
-        s = request.sampling
-        sampler = build_sampler(
-            self._vocab, self._n_vocab, s, grammar=json_grammar(request.response_format),
-            eog_ids=self._eog_ids, seed=sampling_seed(s.seed),
-        )
-        seq = Sequence(
-            request_id=request.request_id,
-            prompt=tokens,
-            budget=budget,
-            sampler=sampler,
-            text=TextStream(stop=list(s.stop) + prompt.stops),
-            loop=asyncio.get_running_loop(),
-            queue=asyncio.Queue(),
-        )
+        budget = self._budget(len(tokens), s.max_tokens)
+        tool_grammar = tools.grammar() if tools else None
+        grammar: str | None
+        triggers: tuple[str, ...]
+        if tool_grammar is not None and not (tool_grammar.triggers and request.response_format is not None):
+            grammar, triggers = tool_grammar.text, tool_grammar.triggers
+        else:  # no tools, or tool_choice auto with a response_format: the format's grammar wins
+            grammar, triggers = json_grammar(request.response_format), ()
+        samplers: list[SamplerChain] = []
+        try:
+            for i in range(s.n):
+                samplers.append(build_sampler(
+                    self._vocab, self._n_vocab, s, grammar=grammar, eog_ids=self._eog_ids,
+                    seed=sampling_seed(None if s.seed is None else s.seed + i), triggers=triggers,
+                    logprobs=s.top_logprobs if s.logprobs else None,
+                ))
+        except BaseException:
+            for sampler in samplers:
+                sampler.close()
+            raise
+        shared: asyncio.Queue[Tagged] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        seqs = [
+            Sequence(request_id=request.request_id, prompt=tokens, budget=budget, sampler=sampler,
+                     text=TextStream(stop=list(s.stop) + template_stops), loop=loop, queue=ChoiceQueue(shared, i))
+            for i, sampler in enumerate(samplers)
+        ]
+        seqs[0].forks = seqs[1:]
+        streams = [ChoiceStream(i, seq.sampler, tools.parser() if tools else None, self.piece, s.logprobs)
+                   for i, seq in enumerate(seqs)]
         # The counted prompt goes out before any decode work: a consumer that refuses it (a quota too small
         # for it) closes the stream here, and nothing was prefilled.
         try:
             yield GenerationStarted(prompt_tokens=len(tokens))
-            self._scheduler.submit(seq)
+            self._scheduler.submit(seqs[0])
         except BaseException:
-            sampler.close()
+            for sampler in samplers:
+                sampler.close()
             raise
         try:
-            while True:
-                event = await seq.queue.get()
-                if isinstance(event, BaseException):
-                    raise event
+            async for event in merge(shared, streams):
                 yield event
-                if isinstance(event, GenerationDone):
-                    return
         finally:
-            self._scheduler.cancel(seq)
+            for seq in seqs:
+                self._scheduler.cancel(seq)
+
+    def _check_choices(self, n: int, top_logprobs: int) -> None:
+        if not 1 <= n <= self.n_slots:
+            raise InvalidRequest(
+                f"n must be between 1 and {self.n_slots} for model '{self.info.id}' (its "
+                "engine.max_concurrent_sequences): the choices decode side by side", param="n")
+        if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs")
+
+    def _checked_ids(self, ids: list[int]) -> list[int]:
+        """A prompt given as token ids: they must be ids of this model's own vocabulary."""
+        bad = next((t for t in ids if not 0 <= t < self._n_vocab), None)
+        if bad is not None:
+            raise InvalidRequest(
+                f"prompt token {bad} is not in the vocabulary of model '{self.info.id}' ({self._n_vocab} tokens); "
+                "token ids must come from this model's own tokenizer, so send the prompt as text instead",
+                param="prompt")
+        return list(ids)
 
     def _budget(self, n_prompt: int, max_tokens: int | None) -> int:
         """Tokens the request may generate within one slot's context, or ContextLengthExceeded."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from garrison.domain import ChatMessage, GenerationRequest
 from garrison.engines.gguf import GgufModel
+from garrison.engines.tools.plan import ToolPlan
 from garrison.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ def control_tokens(vocab: object, n_vocab: int) -> dict[str, ControlToken]:
     return found
 
 
-def _render(template: str, info: GgufModel, contents: Sequence[str], roles: Sequence[str]) -> tuple[str, list[str]]:
+def _render(template: str, info: GgufModel, turns: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+            ) -> tuple[str, list[str]]:
     from jinja2.exceptions import TemplateError
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -83,9 +85,8 @@ def _render(template: str, info: GgufModel, contents: Sequence[str], roles: Sequ
         template=template, eos_token=info.eos_token, bos_token=info.bos_token, add_generation_prompt=True
     )
     try:
-        turns: list[Any] = [{"role": r, "content": c} for r, c in zip(roles, contents, strict=True)]
-        result = formatter(messages=turns)
-    except (TemplateError, ValueError) as exc:  # ValueError: the template's own raise_exception()
+        result = formatter(messages=turns, tools=tools)  # type: ignore[arg-type]
+    except (TemplateError, ValueError, TypeError) as exc:  # ValueError: the template's own raise_exception()
         raise InvalidRequest(f"the model's chat template rejected these messages: {exc}", param="messages") from exc
     stops = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
     return result.prompt, [s for s in stops if s]
@@ -109,21 +110,29 @@ def _placeholders(count: int) -> tuple[list[str], re.Pattern[str]]:
     return [f"\ue000{nonce}:{i}\ue001" for i in range(count)], re.compile(f"\ue000{nonce}:(\\d+)\ue001")
 
 
-def render_chat(info: GgufModel, messages: list[ChatMessage]) -> Prompt:
-    """Render messages through the model's Jinja chat template, keeping message content apart as plain text.
+def render_chat(info: GgufModel, messages: list[ChatMessage], tools: ToolPlan | None = None) -> Prompt:
+    """Render messages (and tools) through the model's Jinja chat template, keeping content apart as plain text.
 
     The template runs twice: with the real content (the prompt as the template means it) and with a
-    placeholder per message (where content goes). When putting the content in the placeholders' places
-    reproduces the real prompt, that layout is used. A template that transforms content (`| trim`) or
-    branches on it is tried with trimmed content; failing that, the placeholder layout with the content
+    placeholder per turn's content (where content goes). When putting the content in the placeholders'
+    places reproduces the real prompt, that layout is used. A template that transforms content (`| trim`)
+    or branches on it is tried with trimmed content; failing that, the placeholder layout with the content
     as sent is used: the prompt may differ slightly from the template's, but content stays plain text.
     """
     template = info.chat_template or _FALLBACK_TEMPLATE
-    roles = [m.role for m in messages]
-    contents = [m.content for m in messages]
-    real, stops = _render(template, info, contents, roles)
-    marks, pattern = _placeholders(len(messages))
-    layout, _ = _render(template, info, [mark if c else "" for mark, c in zip(marks, contents, strict=True)], roles)
+    turns: list[dict[str, Any]] = (
+        [{"role": m.role, "content": m.content} for m in messages] if tools is None else tools.messages(messages)
+    )
+    template_tools = tools.template_tools() if tools else None
+    contents = [turn.get("content") if isinstance(turn.get("content"), str) else "" for turn in turns]
+    real, stops = _render(template, info, turns, template_tools)
+    marks, pattern = _placeholders(len(turns))
+    marked = [
+        {**turn, "content": mark if content else ""} if isinstance(turn.get("content"), str) else turn
+        for turn, mark, content in zip(turns, marks, contents, strict=True)
+    ]
+    layout, _ = _render(template, info, marked, template_tools)
+    stops = stops + (tools.stops() if tools else [])
     for variant in (contents, [c.strip(_WHITESPACE) for c in contents]):
         spans = _fill(layout, pattern, variant)
         if "".join(s.text for s in spans) == real:
@@ -139,14 +148,16 @@ def _fim(info: GgufModel, prefix: str, suffix: str) -> Prompt:
     return Prompt(_fill(fim_prompt(info, marks[0], marks[1]), pattern, [prefix, suffix]))
 
 
-def build_prompt(info: GgufModel, request: GenerationRequest, *, trust_raw: bool = False) -> Prompt:
+def build_prompt(
+    info: GgufModel, request: GenerationRequest, tools: ToolPlan | None = None, *, trust_raw: bool = False
+) -> Prompt:
     """The spans to tokenize for a request, plus stop strings the template implies.
 
     A completion prompt is caller text: plain, unless the operator lets raw prompts spell control tokens
     (`trust_raw`, the `engine.raw_prompt_control_tokens` setting). FIM tokens come from the layout.
     """
     if request.messages is not None:
-        return render_chat(info, request.messages)
+        return render_chat(info, request.messages, tools)
     prompt = request.prompt or ""
     if request.suffix is not None:
         return _fim(info, prompt, request.suffix)

@@ -11,6 +11,7 @@ import llama_cpp
 import numpy as np
 
 from garrison.domain import ResponseFormat, SamplingParams
+from garrison.engines.logprobs import Record, record
 from garrison.errors import EngineError, InvalidRequest
 
 # Tokens the repetition/frequency/presence penalties look back over (llama-cpp-python's default).
@@ -53,12 +54,15 @@ class SamplerChain:
     is llama.cpp's own `common_sampler` strategy; greedy decoding picks the same token either way.
     """
 
-    __slots__ = ("_chain", "_grammar", "_n_vocab", "_candidates", "_array", "_probe", "_probe_array")
+    __slots__ = ("_chain", "_grammar", "_n_vocab", "_candidates", "_array", "_probe", "_probe_array", "_top",
+                 "records")
 
-    def __init__(self, chain: Any, grammar: Any = None, n_vocab: int = 0) -> None:
+    def __init__(self, chain: Any, grammar: Any = None, n_vocab: int = 0, logprobs: int | None = None) -> None:
         self._chain = chain
         self._grammar = grammar
         self._n_vocab = n_vocab
+        self._top = logprobs  # None: no logprobs; else how many alternatives to keep per token
+        self.records: list[Record] = []  # one per sampled token when logprobs are on (see logprobs.py)
         self._candidates: np.ndarray | None = None
         self._array = llama_cpp.llama_token_data_array()
         self._probe = np.zeros(1, dtype=_TOKEN_DATA)
@@ -67,14 +71,23 @@ class SamplerChain:
     def sample(self, ctx: Any, index: int) -> int:
         """Sample (and accept) a token from the logits of batch output `index` of the last decode."""
         if self._grammar is None:
-            return int(llama_cpp.llama_sampler_sample(self._chain, ctx, index))
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(self._n_vocab,))
+            token = int(llama_cpp.llama_sampler_sample(self._chain, ctx, index))
+            if self._top is not None:
+                self.records.append(record(self._logits(ctx, index), token, self._top))
+            return token
+        logits = self._logits(ctx, index)
         token = self._pick(logits, constrained=False)
         if not self._allowed(token):
             token = self._pick(logits, constrained=True)
         llama_cpp.llama_sampler_accept(self._grammar, token)
         llama_cpp.llama_sampler_accept(self._chain, token)
+        if self._top is not None:
+            self.records.append(record(logits, token, self._top))
         return token
+
+    def _logits(self, ctx: Any, index: int) -> np.ndarray:
+        """The raw logits row of batch output `index` (samplers work on copies, so it is unchanged)."""
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(self._n_vocab,))
 
     def _pick(self, logits: np.ndarray, *, constrained: bool) -> int:
         if self._candidates is None:
@@ -120,17 +133,27 @@ def build_sampler(
     grammar: str | None,
     eog_ids: list[int],
     seed: int,
+    triggers: tuple[str, ...] = (),
+    logprobs: int | None = None,
 ) -> SamplerChain:
     """The chain for one request, in llama.cpp's order: bias, penalties, then truncation and pick; plus the
     grammar, kept beside the chain (see `SamplerChain`).
 
     `ignore_eos` becomes a -inf logit bias on every end-of-generation token, except under a grammar, where
-    the end token is how a finished JSON document ends the sequence.
+    the end token is how a finished JSON document ends the sequence. With `triggers` the grammar is lazy:
+    output is free until one of these regular expressions matches it (a tool call begins), constrained after.
+    `logprobs` (alternatives per token) records each sampled token's logprob on the chain.
     """
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     constraint = None
     try:
-        if grammar is not None:
+        if grammar is not None and triggers:
+            patterns = (ctypes.c_char_p * len(triggers))(*[t.encode("utf-8") for t in triggers])
+            constraint = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+                vocab, grammar.encode("utf-8"), b"root", patterns, len(triggers), None, 0)
+            if not constraint:
+                raise InvalidRequest("tools produced a grammar llama.cpp cannot parse", param="tools")
+        elif grammar is not None:
             constraint = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
             if not constraint:
                 raise InvalidRequest("response_format produced a grammar llama.cpp cannot parse",
@@ -159,7 +182,7 @@ def build_sampler(
     except BaseException:
         SamplerChain(chain, constraint).close()
         raise
-    return SamplerChain(chain, constraint, n_vocab)
+    return SamplerChain(chain, constraint, n_vocab, logprobs)
 
 
 def _add(chain: Any, sampler: Any) -> None:

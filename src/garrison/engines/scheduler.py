@@ -22,7 +22,7 @@ from typing import Any
 import llama_cpp
 
 from garrison.domain import FinishReason, GenerationDone, GenerationEvent, Timings, TokenDelta, Usage
-from garrison.engines.kvcache import Slot, SlotTable
+from garrison.engines.kvcache import Placement, Slot, SlotTable
 from garrison.engines.sampling import SamplerChain
 from garrison.engines.text import TextStream
 from garrison.errors import EngineError, EngineUnavailable, GarrisonError
@@ -55,6 +55,7 @@ class Sequence:
     admitted_ns: int = 0
     first_token_ns: int = 0
     outbox: list[Outcome] = field(default_factory=list)
+    forks: list[Sequence] = field(default_factory=list)  # n > 1: choices that start from this prompt's KV
 
     @property
     def decoding(self) -> bool:
@@ -239,11 +240,15 @@ class BatchScheduler:
 
     def _admit(self) -> None:
         while self._waiting:
+            if not self._slots.has_free(1 + len(self._waiting[0].forks)):
+                return
             placement = self._slots.acquire(self._waiting[0].prompt)
             if placement is None:
                 return
             seq = self._waiting.popleft()
             seq.slot = placement.slot
+            for child in seq.forks:
+                child.slot = _slot_of(self._slots.acquire([]))
             seq.cached = seq.n_prompt_done = placement.cached
             seq.admitted_ns = time.perf_counter_ns()
             self._running.append(seq)
@@ -299,6 +304,7 @@ class BatchScheduler:
                 self.counters.tokens_prefilled += len(tokens)
         sample_started = time.perf_counter_ns()
         sampled = [(seq, seq.sampler.sample(self._ctx, index)) for seq, index in samplers]
+        sampled += self._start_forks(samplers)
         self.counters.sample_ns += time.perf_counter_ns() - sample_started
         for seq, token in sampled:
             self._accept(seq, token)
@@ -363,9 +369,34 @@ class BatchScheduler:
             seq.slot = None
         self._close(seq)
 
+    def _start_forks(self, samplers: list[tuple[Sequence, int]]) -> list[tuple[Sequence, int]]:
+        """Choices 2..n of a request whose prompt was just prefilled: each takes a copy of its KV and samples
+        its first token from the same logits row, so n choices cost one prefill."""
+        sampled = []
+        for seq, index in samplers:
+            children, seq.forks = seq.forks, []
+            for child in children:
+                if child.cancelled:
+                    self._slots.release(_slot(child))
+                    child.slot = None
+                    self._close(child)
+                    continue
+                self._slots.share(_slot(seq), _slot(child), len(seq.prompt))
+                child.n_prompt_done = len(child.prompt)
+                child.admitted_ns = seq.admitted_ns
+                self._running.append(child)
+                sampled.append((child, child.sampler.sample(self._ctx, index)))
+        return sampled
+
     def _close(self, seq: Sequence) -> None:
         seq.finished = True
         seq.sampler.close()
+        for child in seq.forks:  # never started: give back the slots reserved for them
+            if child.slot is not None:
+                self._slots.release(child.slot)
+                child.slot = None
+            self._close(child)
+        seq.forks = []
 
     def _emit(self, seq: Sequence, event: Outcome) -> None:
         if seq.cancelled:
@@ -396,6 +427,11 @@ class BatchScheduler:
 def _slot(seq: Sequence) -> Slot:
     assert seq.slot is not None, "a running sequence always has a slot"
     return seq.slot
+
+
+def _slot_of(placement: Placement | None) -> Slot:
+    assert placement is not None, "admission counted a free slot for every fork"
+    return placement.slot
 
 
 class DecodeLoop:

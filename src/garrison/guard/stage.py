@@ -22,6 +22,7 @@ from garrison.domain import (
     GenerationRequest,
     GenerationStarted,
     TokenDelta,
+    ToolCallEvent,
 )
 from garrison.errors import PolicyViolation
 from garrison.guard.egress import EgressStage
@@ -137,11 +138,21 @@ class GuardStage:
                         yield event
                     case Citations():  # their quotes were screened as retrieved text on the way in
                         yield event
+                    case ToolCallEvent():
+                        yield self._guard_call(request, state, event)
                     case _:
                         assert_never(event)
         finally:
             if not annotated:
                 self._annotate(request, state.policy, output.verdicts())
+
+    def _guard_call(self, request: GenerationRequest, state: _RequestState, event: ToolCallEvent) -> ToolCallEvent:
+        """A tool call's arguments pass the output rules as one piece (placeholders restored when rehydrating)."""
+        checked = self.guardrails.check(event.call.arguments, state.policy, "output", state.vault)
+        self._annotate(request, state.policy, checked.verdicts)
+        self.guardrails.enforce(checked)
+        arguments = state.vault.rehydrate(checked.text) if state.policy.rehydrate else checked.text
+        return replace(event, call=replace(event.call, arguments=arguments))
 
     def _state(self, request: GenerationRequest, caller: Any) -> _RequestState | None:
         state = self._states.get(request.request_id)

@@ -8,7 +8,15 @@ from typing import Any, Protocol, assert_never
 
 import anyio
 
-from garrison.domain import Citations, Completion, GenerationDone, GenerationEvent, GenerationStarted, TokenDelta
+from garrison.domain import (
+    Citations,
+    Completion,
+    GenerationDone,
+    GenerationEvent,
+    GenerationStarted,
+    TokenDelta,
+    ToolCallEvent,
+)
 from garrison.errors import EngineError, GarrisonError
 
 log = logging.getLogger(__name__)
@@ -21,6 +29,10 @@ class Framer(Protocol):
 
     def chunk(self, delta: TokenDelta) -> list[bytes]:
         """Frames for a piece of text (none for an empty one)."""
+        ...
+
+    def tool_call(self, event: ToolCallEvent) -> list[bytes]:
+        """Frames for one complete tool call."""
         ...
 
     def citations(self, citations: Citations) -> list[bytes]:
@@ -52,6 +64,9 @@ async def frames(
                     pass
                 case TokenDelta():
                     for frame in framer.chunk(event):
+                        yield frame
+                case ToolCallEvent():
+                    for frame in framer.tool_call(event):
                         yield frame
                 case Citations():
                     for frame in framer.citations(event):

@@ -8,7 +8,7 @@ from typing import Any
 from garrison.api.errors import ollama_error_body
 from garrison.api.ollama import translate
 from garrison.api.streaming import ndjson
-from garrison.domain import Citations, Completion, GenerationDone, TokenDelta
+from garrison.domain import Citations, Completion, GenerationDone, TokenDelta, ToolCallEvent
 from garrison.errors import GarrisonError
 
 
@@ -29,6 +29,9 @@ class OllamaFramer:
             return []
         piece = translate.chat_chunk if self.chat else translate.generate_chunk
         return [ndjson(piece(self.model, delta.text, time.time()))]
+
+    def tool_call(self, event: ToolCallEvent) -> list[bytes]:
+        return [ndjson(translate.chat_tool_chunk(self.model, [event.call], time.time()))]
 
     def citations(self, citations: Citations) -> list[bytes]:
         self._citations = citations  # sent on the `"done": true` line, which Ollama clients read whole

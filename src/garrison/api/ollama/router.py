@@ -17,7 +17,8 @@ from garrison.errors import ModelNotFound, NotImplementedByServer
 from garrison.registry import ModelInfo
 from garrison.service import InferenceService
 
-router = APIRouter(prefix="/api", tags=["ollama"])
+# Ollama reads a body as JSON whatever its Content-Type says; some clients (LiteLLM) send none.
+router = APIRouter(prefix="/api", tags=["ollama"], strict_content_type=False)
 
 Action = Literal["generate", "chat", "embeddings"]
 

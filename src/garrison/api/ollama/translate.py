@@ -30,6 +30,9 @@ from garrison.domain import (
     RetrievalOptions,
     SamplingParams,
     Timings,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
     Usage,
     check_stops,
 )
@@ -141,26 +144,62 @@ def from_ollama_generate(body: GenerateRequest, model: str | None = None) -> Gen
     return GenerationRequest(messages=[*messages, ChatMessage("user", prompt)], **common)
 
 
-def _message(message: MessageIn, model: str) -> ChatMessage:
+def _tool_call(call: Any, where: str, index: int) -> ToolCall:
+    """Ollama's `{"function": {"name", "arguments": {...}}}` (arguments an object; a JSON string is accepted)."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise InvalidRequest(f"{where}: a tool call needs function.name", param="messages")
+    arguments = function.get("arguments") or {}
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return ToolCall(id=str(call.get("id") or f"call_{index}"), name=function["name"], arguments=text)
+
+
+def _message(message: MessageIn, model: str, index: int) -> ChatMessage:
     if message.images:
         raise unsupported(model, "images")
-    if message.tool_calls:
-        raise unsupported(model, "tools")
-    return ChatMessage(role=message.role, content=message.content or "")
+    calls = [_tool_call(c, f"messages[{index}].tool_calls[{i}]", i) for i, c in enumerate(message.tool_calls or [])]
+    return ChatMessage(role=message.role, content=message.content or "", tool_calls=calls,
+                       name=message.tool_name if message.role == "tool" else None)
+
+
+def _tools(tools: list[dict[str, Any]] | None) -> list[ToolSpec]:
+    specs = []
+    for i, tool in enumerate(tools or []):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise InvalidRequest(f"tools[{i}]: expected {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}",
+                                 param=f"tools.{i}")
+        specs.append(ToolSpec(name=function["name"], description=str(function.get("description") or ""),
+                              parameters=function.get("parameters") or {"type": "object", "properties": {}}))
+    return specs
 
 
 def from_ollama_chat(body: ChatRequest, model: str | None = None) -> GenerationRequest:
+    """Ollama offers `tools` to the model to use as it likes (tool_choice auto); tool turns carry `tool_name`."""
     model = model or body.model
     _common(body, model)
-    if body.tools:
-        raise unsupported(model, "tools")
+    tools = _tools(body.tools)
     return GenerationRequest(
         model=model,
-        messages=[_message(m, model) for m in body.messages],
+        messages=[_message(m, model, i) for i, m in enumerate(body.messages)],
         sampling=sampling(body.options),
         response_format=response_format(body.format),
         documents=RetrievalOptions(body.documents.collections, body.documents.k) if body.documents else None,
+        tools=tools,
+        tool_choice=ToolChoice("auto" if tools else "none"),
     )
+
+
+def tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    """Calls as Ollama writes them: arguments as an object."""
+    return [{"id": c.id, "function": {"index": i, "name": c.name, "arguments": json.loads(c.arguments or "{}")}}
+            for i, c in enumerate(calls)]
+
+
+def chat_tool_chunk(model: str, calls: list[ToolCall], now: float) -> dict[str, Any]:
+    body = _body(model, now, True, "", False)
+    body["message"]["tool_calls"] = tool_calls(calls)
+    return body
 
 
 def from_ollama_embed(body: EmbedRequest, model: str | None = None) -> EmbeddingRequest:
@@ -226,8 +265,11 @@ def to_ollama_generate(result: Completion, total_ns: int, now: float) -> dict[st
 
 
 def to_ollama_chat(result: Completion, total_ns: int, now: float) -> dict[str, Any]:
-    return {**_body(result.model, now, True, result.text, True), "done_reason": done_reason(result),
+    body = {**_body(result.model, now, True, result.text, True), "done_reason": done_reason(result),
             **metrics(result.timings, result.usage, total_ns)}
+    if result.tool_calls:
+        body["message"]["tool_calls"] = tool_calls(result.tool_calls)
+    return body
 
 
 def load_response(model: str, now: float, chat: bool) -> dict[str, Any]:
@@ -331,6 +373,8 @@ def to_ollama_show(info: ModelInfo, modified: float) -> dict[str, Any]:
         modelfile.append(f'TEMPLATE """{tmpl}"""')
     modelfile += [f"PARAMETER {line}" for line in parameters(info).splitlines()]
     capabilities = ["embedding"] if info.kind == "embed" else ["completion"]
+    if "tools" in info.capabilities:
+        capabilities.append("tools")
     if "fim" in info.capabilities:
         capabilities.append("insert")
     return {

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse, Response
 from garrison.api.deps import GenerationDep, ServiceDep, authorize, visible_models
 from garrison.api.openai import translate
 from garrison.api.openai.framer import OpenAIFramer
+from garrison.api.openai.responses import ResponsesFramer, ResponsesRequest, ResponseStore, from_responses
 from garrison.api.openai.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -25,6 +26,15 @@ async def completions(body: CompletionRequest, generation: GenerationDep) -> Res
     gen = translate.from_openai_completion(body)
     usage = bool(body.stream_options and body.stream_options.include_usage)
     return await generation.respond(gen, OpenAIFramer(gen, chat=False, include_usage=usage), stream=body.stream)
+
+
+@router.post("/responses")
+async def responses(body: ResponsesRequest, request: Request, generation: GenerationDep) -> Response:
+    store: ResponseStore = request.app.state.responses
+    key = generation.caller.key_id
+    history = store.get(body.previous_response_id, key).messages if body.previous_response_id else None
+    gen = from_responses(body, history)
+    return await generation.respond(gen, ResponsesFramer(body, gen, store, key), stream=body.stream)
 
 
 @router.post("/embeddings")

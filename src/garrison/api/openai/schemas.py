@@ -18,10 +18,41 @@ class ContentPart(_Body):
     text: str | None = None
 
 
+class FunctionCallIn(_Body):
+    name: str
+    arguments: str = ""
+
+
+class ToolCallIn(_Body):
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class MessageIn(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionIn(_Body):
+    name: str = Field(min_length=1)
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolIn(_Body):
+    type: Literal["function"]
+    function: FunctionIn
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: FunctionCallIn | None = None
+    name: str | None = None  # the Responses API's flat shape
 
 
 class StreamOptions(_Body):
@@ -76,11 +107,14 @@ class ChatCompletionRequest(SamplingFields):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     response_format: ResponseFormatIn | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ToolIn] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str]
+    prompt: str | list[str] | list[int] | list[list[int]]
     suffix: str | None = None
     max_tokens: int | None = Field(default=16, ge=1)
     echo: bool = False
@@ -89,7 +123,7 @@ class CompletionRequest(SamplingFields):
 
 class EmbeddingsRequest(_Body):
     model: str = Field(min_length=1)
-    input: str | list[str]
+    input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
