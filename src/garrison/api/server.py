@@ -49,7 +49,7 @@ class DrainingServer(uvicorn.Server):
     finish, then every generation still running ends with a clear error (503 `engine_unavailable`), and the
     lifespan closes the engines and the store."""
 
-    def __init__(self, config: uvicorn.Config, app, drain_s: float) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, config: uvicorn.Config, app, drain_s: float) -> None:
         super().__init__(config)
         self._app = app
         self._drain_s = drain_s
@@ -70,7 +70,7 @@ class DrainingServer(uvicorn.Server):
         self._app.state.inference.abort(EngineUnavailable("the server is shutting down"))
 
 
-def serve_forever(app, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+def serve_forever(app, settings: Settings) -> None:
     """Serve in the foreground until SIGTERM or Ctrl-C, drain, close, and return (exit status 0)."""
     server = DrainingServer(uvicorn_config(app, settings), app, settings.shutdown_drain_s)
     # uvicorn re-raises the signal it caught once it has shut down; with these handlers that is a no-op

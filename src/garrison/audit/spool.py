@@ -76,7 +76,7 @@ class AuditSpool:
                     if raw.endswith(b"\n"):  # a torn last line (a crash mid-write) was never acknowledged
                         data = json.loads(raw)
                         usage = tuple(data["usage"]) if data["usage"] is not None else None
-                        yield Queued(data["event"], float(data["at"]), usage)  # type: ignore[arg-type]
+                        yield Queued(data["event"], float(data["at"]), usage)
         except FileNotFoundError:
             return
 

@@ -191,7 +191,7 @@ def search(
     names = [c.strip() for c in collections.split(",") if c.strip()] if collections else None
     with _library(config, embed=mode != "keyword") as library:
         access = run_or_fail(lambda: library.access(clearance, names))
-        hits = run_or_fail(lambda: library.search(query, access, k, mode))  # type: ignore[arg-type]
+        hits = run_or_fail(lambda: library.search(query, access, k, mode))
     if as_json:
         print_json([h.to_dict() for h in hits])
         return

@@ -28,7 +28,7 @@ def doctor(
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _print(data: dict) -> None:  # type: ignore[type-arg]
+def _print(data: dict) -> None:
     cpu, memory, llama, home = data["cpu"], data["memory"], data["llama_cpp"], data["home"]
     gib = 1024**3
     lines = [

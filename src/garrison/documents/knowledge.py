@@ -58,7 +58,7 @@ def attach_documents(settings: Settings, service: InferenceService) -> Library |
     return library
 
 
-def _served_embedder(service: InferenceService):  # type: ignore[no-untyped-def]
+def _served_embedder(service: InferenceService):
     """The embedding model the server already loaded (None: the library loads its own)."""
     from garrison.engines.embeddings import OnnxEmbedder
 

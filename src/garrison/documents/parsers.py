@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 from pathlib import PurePosixPath
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]  # no PyYAML stubs in the venv
+import yaml  # no PyYAML stubs in the venv
 
 from garrison.errors import UnreadableDocument, UnsupportedDocument
 from garrison.security.principal import CLEARANCES

@@ -62,7 +62,7 @@ class OnnxEmbedder:
 
     async def aclose(self) -> None:
         """Release the onnxruntime session."""
-        self._session = None  # type: ignore[assignment]
+        self._session = None
 
     def count_tokens(self, texts: list[str]) -> int:
         return sum(len(e.ids) for e in self._tokenizer.encode_batch(texts))

@@ -124,7 +124,7 @@ def render_chat(info: GgufModel, messages: list[ChatMessage], tools: ToolPlan | 
         [{"role": m.role, "content": m.content} for m in messages] if tools is None else tools.messages(messages)
     )
     template_tools = tools.template_tools() if tools else None
-    contents = [turn.get("content") if isinstance(turn.get("content"), str) else "" for turn in turns]
+    contents: list[str] = [c if isinstance(c := turn.get("content"), str) else "" for turn in turns]
     real, stops = _render(template, info, turns, template_tools)
     marks, pattern = _placeholders(len(turns))
     marked = [

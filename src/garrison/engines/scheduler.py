@@ -514,7 +514,7 @@ class DecodeLoop:
             with self._busy:
                 self._round(schedulers, retry_at)
 
-    def _round(self, schedulers: list[BatchScheduler], retry_at: dict) -> None:  # type: ignore[type-arg]
+    def _round(self, schedulers: list[BatchScheduler], retry_at: dict) -> None:
         for scheduler in schedulers:
             if scheduler not in self._schedulers:  # detached while this round waited
                 continue
@@ -534,7 +534,7 @@ class DecodeLoop:
                 self._recover(scheduler, EngineError(f"the engine failed while generating ({type(exc).__name__})"),
                               retry_at)
 
-    def _recover(self, scheduler: BatchScheduler, error: EngineError, retry_at: dict) -> bool:  # type: ignore[type-arg]
+    def _recover(self, scheduler: BatchScheduler, error: EngineError, retry_at: dict) -> bool:
         try:
             scheduler.recover(error)
         except Exception as exc:  # noqa: BLE001 - reported on /health, retried later
@@ -548,13 +548,13 @@ class DecodeLoop:
         scheduler.failure = None
         return True
 
-    def _ready(self, retry_at: dict) -> bool:  # type: ignore[type-arg]
+    def _ready(self, retry_at: dict) -> bool:
         now = time.monotonic()
         return any(s.has_work() and not s.failure for s in self._schedulers) or any(
             when <= now for when, _ in retry_at.values())
 
     @staticmethod
-    def _pause(retry_at: dict) -> float | None:  # type: ignore[type-arg]
+    def _pause(retry_at: dict) -> float | None:
         if not retry_at:
             return None
         return max(0.0, min(when for when, _ in retry_at.values()) - time.monotonic())

@@ -83,7 +83,7 @@ def _message(message: MessageIn, index: int) -> ChatMessage:
     role = "system" if message.role == "developer" else message.role
     calls = [ToolCall(id=c.id or f"call_{index}_{i}", name=c.function.name, arguments=c.function.arguments)
              for i, c in enumerate(message.tool_calls or [])]
-    return ChatMessage(role=role, content=content or "", tool_calls=calls,  # type: ignore[arg-type]
+    return ChatMessage(role=role, content=content or "", tool_calls=calls,
                        tool_call_id=message.tool_call_id, name=message.name if message.role == "tool" else None)
 
 

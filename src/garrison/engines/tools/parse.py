@@ -7,7 +7,7 @@ import re
 import uuid
 from typing import Any
 
-from jsonschema.validators import validator_for  # type: ignore[import-untyped]
+from jsonschema.validators import validator_for
 
 from garrison.domain import ToolCall, ToolSpec
 from garrison.engines.tools.families import ToolFormat

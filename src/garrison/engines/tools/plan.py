@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
-from jsonschema.validators import validator_for  # type: ignore[import-untyped]
+from jsonschema.exceptions import SchemaError
+from jsonschema.validators import validator_for
 
 from garrison.domain import ChatMessage, GenerationRequest, ToolCall, ToolChoice, ToolSpec
 from garrison.engines.gguf import GgufModel

@@ -50,7 +50,7 @@ def create_engines(models: list[ModelInfo], settings: Settings) -> dict[str, Eng
     built: dict[str, Engine | Embedder] = {}
     for info in models:
         assert isinstance(info.details, UpstreamModelConfig)
-        built[info.id] = create_engine(info.details)  # type: ignore[assignment]
+        built[info.id] = create_engine(info.details)
     return built
 
 
