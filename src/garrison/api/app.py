@@ -69,7 +69,8 @@ def create_app(
         from garrison.console.app import mount_console
 
         mount_console(app, settings, security, inference)
-    uploads = {"/v1/documents": max(settings.max_body_bytes, settings.documents.max_file_bytes + _UPLOAD_SLACK)}
+    upload_limit = max(settings.max_body_bytes, settings.documents.max_file_bytes + _UPLOAD_SLACK)
+    uploads = {"/v1/documents": upload_limit, "/console/documents": upload_limit}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, per_path=uploads)
     app.add_middleware(RequestContextMiddleware)  # outermost: every response gets an id and an audit record
     return app
