@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Request, UploadFile
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.datastructures import UploadFile
 
 from garrison.api.context import get_context
 from garrison.console.auth import AdminForm, AdminUser, SignedIn, User, UserForm, console_of
