@@ -44,8 +44,9 @@ class ConsoleApp:
         return self.app.state.security
 
     def add_user(self, username: str, *, role: str = "user", clearance: str = "public",
-                 scopes: tuple[str, ...] = ("chat",), models: tuple[str, ...] = ("*",)) -> Any:
-        grants = Grants(role=role, scopes=scopes, models=models, clearance=clearance)
+                 scopes: tuple[str, ...] = ("chat",), models: tuple[str, ...] = ("*",),
+                 collections: tuple[str, ...] = ("*",)) -> Any:
+        grants = Grants(role=role, scopes=scopes, models=models, clearance=clearance, collections=collections)
         return self.console.users.create(username=username, env="dev", grants=grants, password=PASSWORD)
 
     def client(self) -> httpx.AsyncClient:

@@ -34,6 +34,9 @@ pytestmark = [pytest.mark.model, pytest.mark.browser]
 
 PASSWORD = "a long test password"
 CLIENT_ID, CLIENT_SECRET = "garrison-console", "provider-test-secret"
+MODEL = "smollm2-135m-instruct"
+PAGES = ("chat", "documents", "keys", "admin/users", "admin/keys", "admin/usage", "admin/audit", "admin/models")
+SECRET, SECRET_TITLE = "zqcobaltfreeze", "Cobalt merger"  # only in the confidential document
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Site:
     api: str
     app: Any
     shots: Path
+    files: Path
 
     @property
     def console(self) -> Any:
@@ -49,33 +53,58 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(live_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """The shared live server with console users, short replies, and single sign-on at a real provider."""
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A live server with document roots and a knowledge model, console users, short replies, and single
+    sign-on at a real provider."""
     require_tools()
+    from tests.conftest import TEST_THREADS
+
+    from garrison.api.server import background_server, build
     from garrison.console.oidc import OidcClient
-    from garrison.settings import OidcRule, OidcSettings
+    from garrison.settings import OidcRule, OidcSettings, load_settings
 
     tmp = tmp_path_factory.mktemp("console-browser")
-    base = live_server.url.replace("127.0.0.1", "localhost")
-    console = live_server.app.state.console
+    for folder in ("handbook", "uploads"):
+        (tmp / folder).mkdir()
+    (tmp / "handbook" / "leave.md").write_text("# Annual leave\nEvery employee gets 25 days of paid vacation.")
+    (tmp / "handbook" / "merger.md").write_text(
+        f"---\nclassification: confidential\n---\n# {SECRET_TITLE}\nThe vacation freeze code is {SECRET}.")
+    settings = load_settings(
+        home=tmp / "home", host="127.0.0.1", port=0,
+        engine={"threads": TEST_THREADS, "context_length": 2048, "max_queue": 32},
+        auth={"enabled": True, "env": "dev"},
+        documents={"roots": [
+            {"path": str(tmp / "handbook"), "collection": "handbook", "label": "public"},
+            {"path": str(tmp / "uploads"), "collection": "uploads", "label": "internal", "upload": True},
+        ], "sync_interval": 0},
+        knowledge=[{"id": "handbook", "model": MODEL, "collections": ["handbook", "uploads"], "k": 3}],
+    )
+    settings.ensure_home()
+    app = build(settings)
+    app.state.documents.sync()
+    console = app.state.console
     console.settings.console.max_tokens = 40
     users = console.users
+    writer = ("chat", "completions", "embeddings", "documents", "documents:write")
     users.create(username="ada", env="dev", password=PASSWORD, display_name="Ada Admin",
-                 grants=Grants(role="admin", scopes=("chat", "completions", "embeddings"), clearance="restricted"))
-    users.create(username="pete", env="dev", password=PASSWORD, grants=Grants(role="user", clearance="public"))
-    people = {"carol": {"preferred_username": "carol", "name": "Carol Sso", "email": "carol@example.test",
-                        "groups": ["staff", "garrison-admins"]}}
-    with oidc_provider(tmp, redirect_uri=f"{base}/console/oidc/callback", client_id=CLIENT_ID,
-                       client_secret=CLIENT_SECRET, users=people) as issuer:
-        console.oidc = OidcClient(OidcSettings(
-            issuer=issuer, client_id=CLIENT_ID, redirect_url=f"{base}/console/oidc/callback",
-            scopes=["openid", "profile", "email", "groups"], label="Sign in with the test provider",
-            rules=[OidcRule(claim="groups", value="garrison-admins", role="admin", clearance="confidential")],
-        ), client_secret=CLIENT_SECRET)
-        try:
-            yield Site(base=base, api=live_server.url, app=live_server.app, shots=tmp / "shots")
-        finally:
-            console.oidc = None
+                 grants=Grants(role="admin", scopes=(*writer, "admin"), clearance="restricted"))
+    users.create(username="pete", env="dev", password=PASSWORD,
+                 grants=Grants(role="user", scopes=writer, clearance="public"))
+    with background_server(settings, app) as url:
+        base = url.replace("127.0.0.1", "localhost")
+        people = {"carol": {"preferred_username": "carol", "name": "Carol Sso", "email": "carol@example.test",
+                            "groups": ["staff", "garrison-admins"]}}
+        with oidc_provider(tmp, redirect_uri=f"{base}/console/oidc/callback", client_id=CLIENT_ID,
+                           client_secret=CLIENT_SECRET, users=people) as issuer:
+            console.oidc = OidcClient(OidcSettings(
+                issuer=issuer, client_id=CLIENT_ID, redirect_url=f"{base}/console/oidc/callback",
+                scopes=["openid", "profile", "email", "groups"], label="Sign in with the test provider",
+                rules=[OidcRule(claim="groups", value="garrison-admins", role="admin", clearance="confidential")],
+            ), client_secret=CLIENT_SECRET)
+            try:
+                yield Site(base=base, api=url, app=app, shots=tmp / "shots", files=tmp / "files")
+            finally:
+                console.oidc = None
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +138,9 @@ def signed_in_as(driver: WebDriver, username: str) -> None:
     wait_for(driver, ec.text_to_be_present_in_element((By.ID, "signed-in-as"), username))
 
 
-def ask(driver: WebDriver, question: str) -> Any:
+def ask(driver: WebDriver, question: str, model: str | None = None) -> Any:
+    if model is not None:
+        element(driver, f"#model option[value='{model}']").click()
     box = element(driver, "#message")
     box.send_keys(question)
     driver.find_element(By.CSS_SELECTOR, "#chat-form button[type=submit]").click()
@@ -173,7 +204,7 @@ def test_question_is_answered_as_a_stream_and_audited_as_the_user(driver: WebDri
     record = finished
     pete = site.console.users.find("dev", "pete")
     assert record["key_id"] == pete.principal_id and record["route"] == "/console/chat"
-    assert record["completion_tokens"] > 0 and record["model"] == "smollm2-135m-instruct"
+    assert record["completion_tokens"] > 0 and record["model"] == MODEL
 
 
 def test_conversations_are_listed_kept_and_deleted(driver: WebDriver, site: Site) -> None:
@@ -289,7 +320,7 @@ def test_no_request_leaves_the_console_origin(driver: WebDriver, site: Site) -> 
     sign_in(driver, site, "ada")
     signed_in_as(driver, "Ada")
     ask(driver, "Hello")
-    for page in ("chat", "keys", "admin/users", "admin/keys", "admin/usage", "admin/audit", "admin/models"):
+    for page in PAGES:
         driver.get(f"{site.base}/console/{page}")
         element(driver, "main h1")
     urls = [u for u in requested_urls(driver) if u.startswith(("http:", "https:", "ws:", "wss:"))]
@@ -308,7 +339,7 @@ def test_reading_pages_and_asking_work_without_javascript(driver: WebDriver, sit
     wait_for(driver, ec.url_contains("/console/chat/"))
     assert element(driver, ".msg.assistant .text").text.strip()
     for page, expect in (("admin/usage", "By user"), ("admin/audit", "Verify chain"),
-                         ("admin/models", "smollm2-135m-instruct"), ("admin/keys", "Keys of dev")):
+                         ("admin/models", MODEL), ("documents", "Annual leave"), ("admin/keys", "Keys of dev")):
         driver.get(f"{site.base}/console/{page}")
         assert expect in element(driver, "main").text
         if page in ("admin/usage", "admin/models"):
@@ -326,7 +357,7 @@ def test_every_page_fits_375_px_and_every_field_has_a_label(driver: WebDriver, s
         ".filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.name || e.id)"
     )
     try:
-        for page in ("chat", "keys", "admin/users", "admin/keys", "admin/usage", "admin/audit", "admin/models"):
+        for page in PAGES:
             driver.get(f"{site.base}/console/{page}")
             element(driver, "main h1")
             width = driver.execute_script("return document.documentElement.scrollWidth")
@@ -350,3 +381,74 @@ def _shot_path(site: Site, name: str) -> Path:
     target = Path(os.environ.get("GARRISON_CONSOLE_SCREENSHOTS") or site.shots)
     target.mkdir(parents=True, exist_ok=True)
     return target / f"{name}.png"
+
+
+def _upload(driver: WebDriver, site: Site, name: str, text: str, label: str | None = None) -> None:
+    site.files.mkdir(exist_ok=True)
+    path = site.files / name
+    path.write_text(text)
+    driver.get(f"{site.base}/console/documents")
+    element(driver, "#d-file").send_keys(str(path))
+    if label is not None:
+        driver.find_element(By.CSS_SELECTOR, f"#d-label option[value='{label}']").click()
+    driver.find_element(By.CSS_SELECTOR, "#upload-form button[type=submit]").click()
+
+
+def test_upload_a_document_and_find_it_listed_searched_and_cited(driver: WebDriver, site: Site) -> None:
+    sign_in(driver, site, "ada")
+    signed_in_as(driver, "Ada")
+    _upload(driver, site, "remote-work.md", "# Remote work policy\nStaff may work from home on Fridays; "
+                                            "the remote work allowance is 40 euros a month.", label="internal")
+    notice = element(driver, "#documents-notice")
+    assert "Uploaded remote-work.md into uploads, labelled internal." in notice.text
+    row = driver.find_element(By.XPATH, "//table[@class='documents']//tr[td[2]='Remote work policy']")
+    assert row.find_element(By.CSS_SELECTOR, ".badge").text.lower() == "internal"
+    assert SECRET_TITLE in driver.page_source  # ada is cleared for it
+    screenshot(driver, "documents", site.shots)
+    element(driver, "#q").send_keys("remote work allowance")
+    driver.find_element(By.CSS_SELECTOR, "form[role=search] button").click()
+    first = element(driver, ".hits li")
+    assert "Remote work policy" in first.text
+    assert first.find_element(By.CSS_SELECTOR, ".badge").text.lower() == "internal"
+    driver.get(f"{site.base}/console/chat")
+    answer = ask(driver, "What is the remote work allowance per month?", model="handbook")
+    sources = answer.find_element(By.CSS_SELECTOR, ".citations")
+    assert "Remote work policy" in sources.text
+    assert answer.find_element(By.CSS_SELECTOR, ".badge[class*=label-]").text.lower() in ("internal", "confidential")
+    screenshot(driver, "chat-citations", site.shots)
+    driver.get(driver.current_url)  # the conversation keeps the citations and the badge
+    kept = element(driver, ".msg.assistant .citations")
+    assert "Remote work policy" in kept.text and "badge label-internal" in driver.page_source
+
+
+def test_a_public_user_never_sees_a_confidential_document(driver: WebDriver, site: Site) -> None:
+    sign_in(driver, site, "pete")
+    signed_in_as(driver, "pete")
+    sources = []
+    driver.get(f"{site.base}/console/documents")
+    assert "Annual leave" in element(driver, "table.documents").text
+    sources.append(driver.page_source)
+    element(driver, "#q").send_keys("vacation freeze code merger")
+    driver.find_element(By.CSS_SELECTOR, "form[role=search] button").click()
+    element(driver, "#hits-title")
+    sources.append(driver.page_source)
+    labels = [o.get_attribute("value") for o in driver.find_elements(By.CSS_SELECTOR, "#d-label option")]
+    assert labels == ["", "public"]  # nothing above the clearance is offered
+    _upload(driver, site, "leak.md", "---\nclassification: confidential\n---\n# Leak\nA confidential note.")
+    assert "Upload refused" in element(driver, ".alert").text and "above the uploader's clearance" in \
+        driver.find_element(By.CSS_SELECTOR, ".alert").text
+    sources.append(driver.page_source)
+    driver.get(f"{site.base}/console/chat")
+    answer = ask(driver, "What is the vacation freeze code of the merger?", model="handbook")
+    labels = [b.text.lower() for b in answer.find_elements(By.CSS_SELECTOR, ".citations .badge")]
+    assert labels and set(labels) == {"public"}
+    sources.append(driver.page_source)
+    driver.get(driver.current_url)
+    element(driver, ".msg.assistant .citations")
+    sources.append(driver.page_source)
+    driver.get(f"{site.base}/console/chat")
+    sources.append(driver.page_source)
+    for html in sources:
+        assert SECRET not in html and SECRET_TITLE not in html and "merger.md" not in html
+        assert "label-confidential" not in html and "label-restricted" not in html
+    assert "Remote work policy" not in sources[0]  # the internal upload is beyond pete too

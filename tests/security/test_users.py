@@ -54,6 +54,21 @@ def test_a_user_acts_as_a_principal_with_its_grants(users: UserStore) -> None:
     assert principal.allows_model("m1") and not principal.allows_model("m2")
     assert principal.cleared_for("internal") and not principal.cleared_for("confidential")
     assert principal.limits.rpm == 5
+    assert principal.allows_collection("anything")  # like a key: every collection unless named
+
+
+def test_a_users_collections_reach_its_principal_and_its_personal_keys(users: UserStore, security: Security) -> None:
+    user = users.create(username="cleo", env="dev", password="a very long secret",
+                        grants=Grants(collections=("hr", "uploads")))
+    assert user.principal().collections == frozenset({"hr", "uploads"})
+    assert user.principal().allows_collection("hr") and not user.principal().allows_collection("finance")
+    key = users.create_key(user, security.keys, name="k", scopes=["chat"], models=["*"], clearance="public",
+                           limits=Limits())
+    assert key.record.collections == ("hr", "uploads")
+    regranted = users.set_grants(user.id, Grants(collections=("eng",)))
+    assert regranted.principal().collections == frozenset({"eng"})
+    with pytest.raises(InvalidRequest, match="collections"):
+        users.set_grants(user.id, Grants(collections=()))
 
 
 def test_personal_keys_are_capped_by_the_users_grants(users: UserStore, security: Security) -> None:
@@ -113,10 +128,11 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
 def test_users_cli_create_list_disable_reset(cli: typer.Typer, tmp_path: Path) -> None:
     runner = CliRunner()
     made = runner.invoke(cli, ["users", "create", "erin", "--role", "admin", "--clearance", "internal",
-                               "--generate", "--json"])
+                               "--collections", "hr, eng", "--generate", "--json"])
     assert made.exit_code == 0, made.output
     created = json.loads(made.stdout)
     assert created["role"] == "admin" and len(created["password"]) >= 12
+    assert created["collections"] == ["hr", "eng"]
     piped = runner.invoke(cli, ["users", "create", "fred", "--password-stdin"], input="fred's long password\n")
     assert piped.exit_code == 0, piped.output
     listed = json.loads(runner.invoke(cli, ["users", "list", "--json"]).stdout)

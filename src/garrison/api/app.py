@@ -87,7 +87,8 @@ def create_app(
         from garrison.console.app import mount_console
 
         mount_console(app, settings, security, inference)
-    uploads = {"/v1/documents": max(settings.max_body_bytes, settings.documents.max_file_bytes + _UPLOAD_SLACK)}
+    upload_limit = max(settings.max_body_bytes, settings.documents.max_file_bytes + _UPLOAD_SLACK)
+    uploads = {"/v1/documents": upload_limit, "/console/documents": upload_limit}
     # innermost: JSON bodies whatever their Content-Type, inside the size limit (only bodies within it are
     # parsed); the console's forms and document uploads (multipart) are not JSON and pass untouched
     app.add_middleware(JsonBodyMiddleware, exempt_paths={"/v1/documents"}, exempt_prefixes=(CONSOLE_PATH,))

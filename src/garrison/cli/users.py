@@ -43,6 +43,9 @@ def create(
     scopes: str = typer.Option("chat", "--scopes", help="Comma-separated: chat, completions, embeddings, ..."),
     models: str = typer.Option("*", "--models", help="Comma-separated model ids, or * for all."),
     clearance: str = typer.Option("public", "--clearance", help="public, internal, confidential or restricted."),
+    collections: str = typer.Option(
+        "*", "--collections", help="Comma-separated document collections the user may read, or * for all."
+    ),
     rpm: int | None = typer.Option(None, "--rpm", min=1, help="Requests per minute (default: unlimited)."),
     tpm: int | None = typer.Option(None, "--tpm", min=1, help="Tokens per minute (default: unlimited)."),
     daily_tokens: int | None = typer.Option(None, "--daily-tokens", min=1, help="Tokens per UTC day."),
@@ -61,7 +64,7 @@ def create(
         users = UserStore(security.store, security.guard.clock)
         grants = _run(lambda: parse_grants(
             role=role, scopes=_csv(scopes), models=_csv(models), clearance=clearance,
-            limits=Limits(rpm, tpm, daily_tokens),
+            limits=Limits(rpm, tpm, daily_tokens), collections=_csv(collections),
         ))
         user = _run(lambda: users.create(
             username=username, env=env or security.env, grants=grants, password=password,
@@ -87,12 +90,14 @@ def list_users(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
         _print_json(users)
         return
     table = Table(title="Console users")
-    for column in ("username", "id", "env", "role", "source", "scopes", "models", "clearance", "status", "last login"):
+    for column in ("username", "id", "env", "role", "source", "scopes", "models", "clearance", "collections", "status",
+                   "last login"):
         table.add_column(column, overflow="fold")
     for u in users:
         table.add_row(
             u["username"], u["id"], u["env"], u["role"], u["source"], ", ".join(u["scopes"]),
-            ", ".join(u["models"]), u["clearance"], u["status"], (u["last_login_at"] or "-")[:16],
+            ", ".join(u["models"]), u["clearance"], ", ".join(u["collections"]), u["status"],
+            (u["last_login_at"] or "-")[:16],
         )
     Console().print(table)
 

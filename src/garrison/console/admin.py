@@ -42,6 +42,7 @@ def _grants_from(form: dict[str, Any]) -> Any:
         models=str(form.get("models") or "*").split(","),
         clearance=str(form.get("clearance") or "public"),
         limits=Limits(_int_or_none(form, "rpm"), _int_or_none(form, "tpm"), _int_or_none(form, "daily_tokens")),
+        collections=str(form.get("collections") or "*").split(","),
     )
 
 
@@ -168,7 +169,7 @@ async def keys_create(request: Request, who: AdminUser, form: AdminForm) -> Resp
         issued = console.security.keys.create(
             name=str(form.get("name") or ""), env=console.security.env, scopes=grants.scopes,
             models=grants.models, clearance=grants.clearance, limits=grants.limits,
-            expires_at=expiry(form, now),
+            expires_at=expiry(form, now), collections=grants.collections,
         )
     except GarrisonError as exc:
         return _keys_page(request, who, error=exc.message, status=exc.status)

@@ -54,7 +54,7 @@ class Console:
 
 def mount_console(app: FastAPI, settings: Settings, security: Security, inference: InferenceService) -> Console:
     """Build the console's state and add its routes, static files and headers to `app`."""
-    from garrison.console import admin, auth, routes
+    from garrison.console import admin, auth, documents, routes
     from garrison.security import secret_path
 
     clock = security.guard.clock
@@ -89,7 +89,7 @@ def mount_console(app: FastAPI, settings: Settings, security: Security, inferenc
         templates=templates,
     )
     app.state.console = console
-    for router in (auth.router, routes.router, admin.router):
+    for router in (auth.router, routes.router, documents.router, admin.router):
         app.include_router(router, include_in_schema=False)
     app.mount(f"{CONSOLE_PATH}/static", StaticFiles(packages=[("garrison.console", "static")]), name="console-static")
     app.add_middleware(ConsoleHeaders)

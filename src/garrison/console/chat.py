@@ -18,6 +18,7 @@ from garrison.console.conversations import Conversation
 from garrison.console.web import CONSOLE_PATH
 from garrison.domain import (
     ChatMessage,
+    Citations,
     Completion,
     GenerationDone,
     GenerationRequest,
@@ -32,9 +33,26 @@ MAX_QUESTION_CHARS = 8000
 
 
 def chat_models(console: Console, who: SignedIn) -> list[ModelInfo]:
-    """The generation models this user may use (what the model picker offers)."""
+    """The generation models this user may use (what the model picker offers), knowledge models included.
+
+    A knowledge model is offered only when the user may read every collection it retrieves from (else the
+    retrieval stage would refuse the question).
+    """
     principal = who.user.principal()
-    return [m for m in console.inference.registry if m.kind == "generate" and principal.allows_model(m.id)]
+
+    def usable(m: ModelInfo) -> bool:
+        collections = m.metadata.get("knowledge", {}).get("collections", [])
+        return principal.allows_model(m.id) and all(principal.allows_collection(c) for c in collections)
+
+    return [m for m in console.inference.registry if m.kind == "generate" and usable(m)]
+
+
+def kept_citations(citations: Citations | None) -> tuple[list[dict[str, Any]], str | None]:
+    """What a conversation keeps of an answer's citations: the documents and labels, not the quoted text."""
+    if citations is None:
+        return [], None
+    kept = [{k: v for k, v in c.to_dict().items() if k != "quote"} for c in citations.items]
+    return kept, citations.classification
 
 
 def check_question(text: str) -> str:
@@ -54,7 +72,7 @@ class ConsoleFramer:
     """The console's wire format: a `meta` event, `{"delta"}` pieces, `{"done"}` or `{"error"}`, `[DONE]`.
 
     It keeps the conversation: the question once the pipeline has admitted it (the first frame), the
-    answer (or what came of it) when the stream ends.
+    answer (or what came of it) when the stream ends, with its citations and classification (`label`).
     """
 
     media_type = "text/event-stream"
@@ -65,9 +83,12 @@ class ConsoleFramer:
         self.new = new
         self._parts: list[str] = []
         self._opened = False
+        self._citations: Citations | None = None
 
-    def _keep(self, role: str, text: str) -> None:
-        self.console.conversations.add(self.who.user.id, self.conv.id, role, text, request_id=self.request_id)
+    def _keep(self, role: str, text: str, citations: Citations | None = None) -> None:
+        kept, label = kept_citations(citations)
+        self.console.conversations.add(self.who.user.id, self.conv.id, role, text, request_id=self.request_id,
+                                       citations=kept, label=label)
 
     def _open(self) -> list[bytes]:
         if self._opened:
@@ -90,11 +111,17 @@ class ConsoleFramer:
         """The console offers the model no tools, so no call can arrive; nothing to frame."""
         return []
 
+    def citations(self, citations: Citations) -> list[bytes]:
+        self._citations = citations  # sent with `done`, once the answer is whole
+        return []
+
     def done(self, done: GenerationDone) -> list[bytes]:
         frames = self._open()
-        self._keep("assistant", "".join(self._parts))
+        self._keep("assistant", "".join(self._parts), self._citations)
         usage = {"prompt_tokens": done.usage.prompt_tokens, "completion_tokens": done.usage.completion_tokens}
-        return [*frames, sse({"done": True, "finish_reason": done.finish_reason, "usage": usage}), sse("[DONE]")]
+        kept, label = kept_citations(self._citations)
+        end = {"done": True, "finish_reason": done.finish_reason, "usage": usage, "citations": kept, "label": label}
+        return [*frames, sse(end), sse("[DONE]")]
 
     def error(self, exc: GarrisonError) -> list[bytes]:
         frames = self._open()
@@ -103,7 +130,8 @@ class ConsoleFramer:
         return frames if isinstance(exc, AuditWriteError) else [*frames, sse("[DONE]")]
 
     def whole(self, result: Completion) -> dict[str, Any]:
-        return {"text": result.text, "finish_reason": result.finish_reason}
+        kept, label = kept_citations(result.citations)
+        return {"text": result.text, "finish_reason": result.finish_reason, "citations": kept, "label": label}
 
 
 async def ask(request: Request, console: Console, who: SignedIn, conv: Conversation, question: str,
@@ -123,5 +151,7 @@ async def ask(request: Request, console: Console, who: SignedIn, conv: Conversat
         return await generation.respond(gen, framer, stream=True)
     result = await console.inference.complete(gen, generation.caller, generation.origin)
     console.conversations.add(who.user.id, conv.id, "user", question, request_id=gen.request_id)
-    console.conversations.add(who.user.id, conv.id, "assistant", result.text, request_id=gen.request_id)
+    kept, label = kept_citations(result.citations)
+    console.conversations.add(who.user.id, conv.id, "assistant", result.text, request_id=gen.request_id,
+                              citations=kept, label=label)
     return RedirectResponse(f"{CONSOLE_PATH}/chat/{conv.id}", status_code=303)

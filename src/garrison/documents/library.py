@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ class Library:
         self._secret = secret
         self._embed = embed
         self._sync_lock = threading.Lock()
+        self.last_sync: tuple[float, SyncReport] | None = None  # when this process last synced, and what it did
 
     @classmethod
     def open(cls, settings: Settings, embed: ingest.Embed | None = None) -> Library:
@@ -87,10 +89,12 @@ class Library:
     def sync(self, progress: Progress | None = None) -> SyncReport:
         """Bring the index in line with the roots (one sync at a time in this process)."""
         with self._sync_lock:
-            return sync_roots(
+            report = sync_roots(
                 self.roots, self.index, secret=self._secret, embed=self._embed, max_bytes=self.max_bytes,
                 progress=progress,
             )
+            self.last_sync = (time.time(), report)
+            return report
 
     def relabel(self, ref: str, label: str) -> tuple[DocumentRecord, DocumentRecord]:
         """Set a document's label by hand (kept across later edits of the file); returns (before, after)."""

@@ -1,6 +1,6 @@
 """Console users: local accounts (Argon2id password hashes) or single sign-on, each acting as a Principal.
 
-A user carries what an API key carries (environment, scopes, models, clearance, limits) plus a role:
+A user carries what an API key carries (environment, scopes, models, clearance, limits, collections) plus a role:
 `admin` sees the console's administration pages. Every request a user makes from the console runs as
 `user.principal()`; personal API keys a user creates can never exceed the user's own permissions.
 """
@@ -19,7 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from garrison.errors import InvalidRequest, NotFound, PermissionDenied
 from garrison.security.keys import IssuedKey, KeyRecord, KeyStore
-from garrison.security.principal import ANY_MODEL, CLEARANCES, ENVIRONMENTS, SCOPES, Limits, Principal
+from garrison.security.principal import ANY_COLLECTION, ANY_MODEL, CLEARANCES, ENVIRONMENTS, SCOPES, Limits, Principal
 from garrison.store import Store
 from garrison.store.times import Clock, from_iso, to_iso
 
@@ -50,6 +50,7 @@ class UserRecord:
     password_changed_at: float | None = None
     last_login_at: float | None = None
     disabled_at: float | None = None
+    collections: tuple[str, ...] = (ANY_COLLECTION,)
 
     @property
     def is_admin(self) -> bool:
@@ -74,6 +75,7 @@ class UserRecord:
             models=frozenset(self.models),
             clearance=self.clearance,
             limits=self.limits,
+            collections=frozenset(self.collections),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +90,7 @@ class UserRecord:
             "scopes": list(self.scopes),
             "models": list(self.models),
             "clearance": self.clearance,
+            "collections": list(self.collections),
             **self.limits.to_dict(),
             "status": "active" if self.active else "disabled",
             "created_at": to_iso(self.created_at),
@@ -106,6 +109,7 @@ class Grants:
     models: tuple[str, ...] = (ANY_MODEL,)
     clearance: str = "public"
     limits: Limits = Limits()
+    collections: tuple[str, ...] = (ANY_COLLECTION,)
 
 
 class UserStore:
@@ -141,12 +145,13 @@ class UserStore:
         try:
             self._store.execute(
                 "INSERT INTO users (id, username, env, display_name, source, subject, password_hash, role, "
-                "scopes, models, clearance, rpm, tpm, daily_tokens, created_at, password_changed_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "scopes, models, clearance, rpm, tpm, daily_tokens, created_at, password_changed_at, collections) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     user_id, username, env, display_name, source, subject, digest, grants.role,
                     ",".join(grants.scopes), ",".join(grants.models), grants.clearance, grants.limits.rpm,
                     grants.limits.tpm, grants.limits.daily_tokens, now, now if digest else None,
+                    ",".join(grants.collections),
                 ),
             )
         except sqlite3.IntegrityError:
@@ -230,11 +235,12 @@ class UserStore:
         user = self.get(user_id)
         _check_grants(user.env, grants)
         self._store.execute(
-            "UPDATE users SET role = ?, scopes = ?, models = ?, clearance = ?, rpm = ?, tpm = ?, daily_tokens = ? "
-            "WHERE id = ?",
+            "UPDATE users SET role = ?, scopes = ?, models = ?, clearance = ?, rpm = ?, tpm = ?, daily_tokens = ?, "
+            "collections = ? WHERE id = ?",
             (
                 grants.role, ",".join(grants.scopes), ",".join(grants.models), grants.clearance,
-                grants.limits.rpm, grants.limits.tpm, grants.limits.daily_tokens, user_id,
+                grants.limits.rpm, grants.limits.tpm, grants.limits.daily_tokens, ",".join(grants.collections),
+                user_id,
             ),
         )
         return self.get(user_id)
@@ -284,7 +290,7 @@ class UserStore:
         with self._store.transaction() as conn:
             issued = keys.create(
                 name=name, env=user.env, scopes=scopes, models=models, clearance=clearance,
-                limits=capped, expires_at=expires_at,
+                limits=capped, expires_at=expires_at, collections=user.collections,
             )
             conn.execute("UPDATE api_keys SET user_id = ? WHERE id = ?", (user.id, issued.record.id))
         return issued
@@ -326,6 +332,7 @@ def parse_grants(
     models: Iterable[str] = (ANY_MODEL,),
     clearance: str = "public",
     limits: Limits | None = None,
+    collections: Iterable[str] = (ANY_COLLECTION,),
 ) -> Grants:
     """Grants from loose input (CLI, forms), normalised; InvalidRequest names a bad field."""
     clean_scopes = tuple(s for s in SCOPES if s in {x.strip() for x in scopes})
@@ -333,8 +340,8 @@ def parse_grants(
     if unknown:
         raise InvalidRequest(f"unknown scopes {', '.join(unknown)}; use some of {', '.join(SCOPES)}", param="scopes")
     clean_models = tuple(dict.fromkeys(m.strip() for m in models if m.strip()))
-    grants = Grants(role, clean_scopes, clean_models, clearance, limits or Limits())
-    return grants
+    clean_collections = tuple(dict.fromkeys(c.strip() for c in collections if c.strip()))
+    return Grants(role, clean_scopes, clean_models, clearance, limits or Limits(), clean_collections)
 
 
 def _check_username(username: str) -> str:
@@ -355,6 +362,8 @@ def _check_grants(env: str, grants: Grants) -> None:
         raise InvalidRequest(f"scopes must be some of {', '.join(SCOPES)}", param="scopes")
     if not grants.models or any("," in m for m in grants.models):
         raise InvalidRequest("models must be '*' or a list of model ids", param="models")
+    if not grants.collections or any("," in c for c in grants.collections):
+        raise InvalidRequest("collections must be '*' or a list of collection names", param="collections")
     if grants.clearance not in CLEARANCES:
         raise InvalidRequest(f"clearance must be one of {', '.join(CLEARANCES)}", param="clearance")
     for label, value in grants.limits.to_dict().items():
@@ -391,6 +400,7 @@ def _record(row: sqlite3.Row) -> UserRecord:
         password_changed_at=_epoch_or_none(row["password_changed_at"]),
         last_login_at=_epoch_or_none(row["last_login_at"]),
         disabled_at=_epoch_or_none(row["disabled_at"]),
+        collections=tuple(c for c in row["collections"].split(",") if c) or (ANY_COLLECTION,),
     )
 
 
