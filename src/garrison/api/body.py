@@ -103,6 +103,9 @@ class JsonBodyMiddleware:
 
 
 async def _reject(scope: Scope, send: Send, exc: InvalidRequest) -> None:
+    ctx = scope.get("state", {}).get("ctx")  # the request context: its audit record says what went wrong
+    if ctx is not None:
+        ctx.note(exc)
     payload = json.dumps(error_body(scope["path"], exc)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
