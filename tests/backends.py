@@ -153,6 +153,7 @@ class UpstreamThread:
         asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=30)
+        self.loop.close()  # its self-pipe sockets too (an unclosed loop is a ResourceWarning, an error here)
 
 
 def start_gateway(config: Path, home: Path) -> Any:

@@ -103,8 +103,8 @@ class JsonBodyMiddleware:
 
 
 async def _reject(scope: Scope, send: Send, exc: InvalidRequest) -> None:
-    ctx = scope.get("state", {}).get("ctx")
-    if ctx is not None:  # the audit record says what happened
+    ctx = scope.get("state", {}).get("ctx")  # the request context: its audit record says what went wrong
+    if ctx is not None:
         ctx.note(exc)
     payload = json.dumps(error_body(scope["path"], exc)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
