@@ -27,6 +27,16 @@ def _read_until(read, marker: bytes) -> bytes:  # type: ignore[no-untyped-def]
     return seen
 
 
+def _drain(leader: int) -> None:
+    """Read a pseudo-terminal until its other side is gone (EIO) or closed."""
+    while True:
+        try:
+            if not os.read(leader, 4096):
+                return
+        except OSError:
+            return
+
+
 def test_redirected_output_names_the_file_but_not_the_secret(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o755)
@@ -54,6 +64,7 @@ def test_an_interactive_terminal_is_shown_the_secret_once(tmp_path: Path) -> Non
         output = _read_until(lambda: os.read(leader, 4096), b"garrison listening")
     finally:
         proc.terminate()
+        _drain(leader)  # its shutdown lines must never block on a terminal nobody reads
         proc.wait(timeout=60)
         os.close(leader)
     secret = (home / "admin.key").read_text().strip()
