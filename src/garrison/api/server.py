@@ -73,9 +73,13 @@ class DrainingServer(uvicorn.Server):
 def serve_forever(app, settings: Settings) -> None:
     """Serve in the foreground until SIGTERM or Ctrl-C, drain, close, and return (exit status 0)."""
     server = DrainingServer(uvicorn_config(app, settings), app, settings.shutdown_drain_s)
-    # uvicorn re-raises the signal it caught once it has shut down; with these handlers that is a no-op
-    # instead of a KeyboardInterrupt traceback (Ctrl-C) or death by SIGTERM.
-    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # uvicorn re-raises the signal it caught once it has shut down; with these handlers that only asks the
+    # server to exit (a no-op then) instead of a KeyboardInterrupt traceback (Ctrl-C) or death by SIGTERM.
+    # A signal that arrives before uvicorn has installed its own handlers stops the server as soon as it starts.
+    def stop(*_: object) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run()
     finally:
