@@ -107,6 +107,9 @@ class OidcRule(BaseModel):
     clearance: Clearance | None = Field(default=None, description="Clearance granted (the highest one wins).")
     scopes: list[str] = Field(default_factory=list, description="Scopes added to the defaults.")
     models: list[str] = Field(default_factory=list, description="Models added to the defaults ('*' = all).")
+    collections: list[str] = Field(
+        default_factory=list, description="Document collections added to the defaults ('*' = all)."
+    )
 
 
 class OidcSettings(BaseModel):
@@ -133,6 +136,10 @@ class OidcSettings(BaseModel):
     default_clearance: Clearance = Field(default="public", description="Clearance when no rule says more.")
     default_scopes: list[str] = Field(default_factory=lambda: ["chat"], description="Scopes every person gets.")
     default_models: list[str] = Field(default_factory=lambda: ["*"], description="Models every person gets.")
+    default_collections: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Document collections every person may read ('*' = all; set [] to grant them only by rule).",
+    )
     require_rule: bool = Field(default=False, description="Refuse people whom no rule matches.")
     rules: list[OidcRule] = Field(default_factory=list, description="Claim -> role/clearance/scopes mapping.")
     timeout_s: float = Field(default=10.0, gt=0, description="Timeout of each request to the provider.")

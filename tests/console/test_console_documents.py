@@ -106,10 +106,17 @@ async def test_uploads_are_refused_as_the_api_refuses_them_and_store_nothing(doc
         refused = await http.post("/console/documents", data={"csrf_token": csrf_of(page.text)},
                                   files={"file": ("i.md", b"# hi\nSome text.")})
         assert refused.status_code == 403 and "documents:write" in unescape(refused.text)
+    docs_app.add_user("hank", clearance="restricted", scopes=READ_WRITE, collections=("hr",))
+    async with docs_app.client() as http:
+        await sign_in(http, "hank")  # may write, but only into collections it holds: not 'uploads'
+        token = csrf_of((await http.get("/console/documents")).text)
+        refused = await http.post("/console/documents", data={"label": "public", "csrf_token": token},
+                                  files={"file": ("j.md", b"# hi\nSome text.")})
+        assert refused.status_code == 403 and "may not write into the collection 'uploads'" in unescape(refused.text)
     assert _stored(docs_app) == before
     denials = [r for r in docs_app.security.audit.query(limit=None)
                if r["route"] == "/console/documents" and r["method"] == "POST"]
-    assert len(denials) == len(cases) + 2 and all(r["decision"] == "deny" for r in denials)
+    assert len(denials) == len(cases) + 3 and all(r["decision"] == "deny" for r in denials)
 
 
 async def test_an_upload_is_listed_labelled_and_never_overwritten(docs_app: ConsoleApp) -> None:

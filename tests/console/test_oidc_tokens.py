@@ -74,3 +74,17 @@ async def test_authorization_url_carries_pkce_state_and_nonce(monkeypatch: pytes
     url, flow = await client.authorization_url("http://localhost/console/oidc/callback")
     assert url.startswith(f"{ISSUER}/auth?") and "code_challenge_method=S256" in url
     assert f"state={flow['state']}" in url and f"nonce={flow['nonce']}" in url and flow["verifier"] not in url
+
+
+def test_rules_grant_collections_and_the_defaults_can_grant_none() -> None:
+    from garrison.settings import OidcRule
+
+    rules = [OidcRule(claim="groups", value="hr", collections=["hr"], clearance="confidential"),
+             OidcRule(claim="groups", value="eng", collections=["eng", "hr"])]
+    closed = OidcClient(OidcSettings(issuer=ISSUER, client_id="garrison", default_collections=[], rules=rules),
+                        client_secret="s")
+    assert closed.grants({"groups": ["hr", "eng"]}).collections == ("hr", "eng")
+    assert closed.grants({"groups": ["sales"]}).collections == ()
+    assert closed.grants({"groups": ["hr"]}).clearance == "confidential"
+    open_default = OidcClient(OidcSettings(issuer=ISSUER, client_id="garrison", rules=rules), client_secret="s")
+    assert open_default.grants({"groups": ["hr"]}).collections == ("*",)

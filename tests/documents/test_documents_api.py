@@ -52,6 +52,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                                     ("writer", ["documents:write"], "internal"),
                                     ("public", ["documents"], "public")]:
         keys[name] = security.keys.create(name=name, env="dev", scopes=scopes, clearance=clearance).token
+    keys["eng-writer"] = security.keys.create(name="eng-writer", env="dev", scopes=["documents:write"],
+                                              clearance="internal", collections=["eng"]).token
     keys["eng-only"] = security.keys.create(name="eng-only", env="dev", scopes=["documents"], clearance="restricted",
                                             collections=["eng"]).token
     with background_server(settings, app) as url:
@@ -127,6 +129,16 @@ def test_bad_uploads_each_get_their_status_and_store_nothing(server: Server, tmp
             response = http.post("/v1/documents", files=files, data=data)
             assert (response.status_code, response.json()["error"]["code"]) == (status, code), files
             assert response.json()["error"]["message"]
+    assert _state(server) == before
+
+
+def test_a_key_limited_to_collections_uploads_only_into_those(server: Server) -> None:
+    before = _state(server)
+    with server.client("eng-writer") as http:
+        for data in ({}, {"collection": "uploads"}):
+            refused = http.post("/v1/documents", files={"file": ("note.md", b"# Note\nhello")}, data=data)
+            assert (refused.status_code, refused.json()["error"]["code"]) == (403, "collection_not_allowed")
+            assert "'uploads'" in refused.json()["error"]["message"]
     assert _state(server) == before
 
 

@@ -67,8 +67,10 @@ def test_a_users_collections_reach_its_principal_and_its_personal_keys(users: Us
     assert key.record.collections == ("hr", "uploads")
     regranted = users.set_grants(user.id, Grants(collections=("eng",)))
     assert regranted.principal().collections == frozenset({"eng"})
+    none = users.set_grants(user.id, Grants(collections=()))  # a user who may read no documents at all
+    assert none.collections == () and not none.principal().allows_collection("eng")
     with pytest.raises(InvalidRequest, match="collections"):
-        users.set_grants(user.id, Grants(collections=()))
+        users.set_grants(user.id, Grants(collections=("a,b",)))
 
 
 def test_personal_keys_are_capped_by_the_users_grants(users: UserStore, security: Security) -> None:

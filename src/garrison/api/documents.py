@@ -70,8 +70,11 @@ async def upload(
     caller = await authorize(request, "documents:write")
     data = await file.read(library.max_bytes + 1)
     clearance = caller.clearance if caller is not None else CLEARANCES[-1]
+    may_write = caller.allows_collection if caller is not None else None
     record = await anyio.to_thread.run_sync(
-        lambda: library.upload(data, file.filename or "", collection=collection, label=label, clearance=clearance)
+        lambda: library.upload(
+            data, file.filename or "", collection=collection, label=label, clearance=clearance, may_write=may_write
+        )
     )
     get_context(request).reason = f"document {record.id} ({record.collection}, {record.label}) uploaded"
     return JSONResponse(record.to_dict(), status_code=201)

@@ -104,7 +104,14 @@ async def documents_upload(request: Request, who: User, form: UserForm) -> Respo
         principal = who.user.principal()
         filename = file.filename
         record = await anyio.to_thread.run_sync(
-            lambda: library.upload(data, filename, collection=collection, label=label, clearance=principal.clearance)
+            lambda: library.upload(
+                data,
+                filename,
+                collection=collection,
+                label=label,
+                clearance=principal.clearance,
+                may_write=principal.allows_collection,
+            )
         )
     except GarrisonError as exc:
         get_context(request).deny(f"console: upload refused: {exc.message}")

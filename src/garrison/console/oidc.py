@@ -22,7 +22,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from garrison.errors import ConfigError, Unauthenticated
-from garrison.security.principal import ANY_MODEL, CLEARANCES, SCOPES, Limits
+from garrison.security.principal import ANY_COLLECTION, ANY_MODEL, CLEARANCES, SCOPES, Limits
 from garrison.security.users import Grants
 from garrison.settings import OidcRule, OidcSettings
 
@@ -138,7 +138,11 @@ class OidcClient:
         models = list(dict.fromkeys([*cfg.default_models, *(m for r in matched for m in r.models)]))
         if ANY_MODEL in models:
             models = [ANY_MODEL]
-        return Grants(role, tuple(s for s in SCOPES if s in wanted_scopes), tuple(models), clearance, Limits())
+        collections = list(dict.fromkeys([*cfg.default_collections, *(c for r in matched for c in r.collections)]))
+        if ANY_COLLECTION in collections:
+            collections = [ANY_COLLECTION]
+        scopes = tuple(s for s in SCOPES if s in wanted_scopes)
+        return Grants(role, scopes, tuple(models), clearance, Limits(), tuple(collections))
 
     async def _discover(self) -> dict[str, Any]:
         now = time.monotonic()

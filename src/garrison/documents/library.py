@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,13 +115,21 @@ class Library:
         return record
 
     def upload(self, data: bytes, filename: str, *, collection: str | None, label: str | None,
-               clearance: str) -> DocumentRecord:
+               clearance: str, may_write: Callable[[str], bool] | None = None) -> DocumentRecord:
         """Write a new file into an upload root and index it; nothing is stored when any check fails.
 
-        Checks, in order: the upload root (404/403), the name stays inside it (403), it is new (409), the
-        label asked for (403), size (413), kind (415), the file parses (422), the label it gets (403).
+        Checks, in order: the upload root (404/403), the uploader may write into its collection (403, when
+        `may_write` is given: a key or user restricted to some collections uploads only into those), the name
+        stays inside it (403), it is new (409), the label asked for (403), size (413), kind (415), the file
+        parses (422), the label it gets (403).
         """
         root = self.roots.upload_root(collection)
+        if may_write is not None and not may_write(root.collection):
+            raise PermissionDenied(
+                f"the uploader may not write into the collection '{root.collection}' (it is not among its collections)",
+                param="collection",
+                code="collection_not_allowed",
+            )
         relative = root.locate(filename)
         if self.index.find(root.collection, relative) is not None:
             raise Conflict(f"'{relative}' already exists in collection '{root.collection}'", param="file")

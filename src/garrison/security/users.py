@@ -362,7 +362,7 @@ def _check_grants(env: str, grants: Grants) -> None:
         raise InvalidRequest(f"scopes must be some of {', '.join(SCOPES)}", param="scopes")
     if not grants.models or any("," in m for m in grants.models):
         raise InvalidRequest("models must be '*' or a list of model ids", param="models")
-    if not grants.collections or any("," in c for c in grants.collections):
+    if any("," in c or not c for c in grants.collections):  # none at all is allowed: a user without documents
         raise InvalidRequest("collections must be '*' or a list of collection names", param="collections")
     if grants.clearance not in CLEARANCES:
         raise InvalidRequest(f"clearance must be one of {', '.join(CLEARANCES)}", param="clearance")
@@ -400,7 +400,7 @@ def _record(row: sqlite3.Row) -> UserRecord:
         password_changed_at=_epoch_or_none(row["password_changed_at"]),
         last_login_at=_epoch_or_none(row["last_login_at"]),
         disabled_at=_epoch_or_none(row["disabled_at"]),
-        collections=tuple(c for c in row["collections"].split(",") if c) or (ANY_COLLECTION,),
+        collections=tuple(c for c in row["collections"].split(",") if c),  # empty: none (the column defaults to "*")
     )
 
 
