@@ -15,6 +15,7 @@ import math
 import secrets
 import threading
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -158,14 +159,20 @@ async def check_csrf(request: Request, binding: str | None) -> dict[str, Any]:
     return {k: v for k, v in form.multi_items()}
 
 
-async def user_form(request: Request, who: User) -> dict[str, Any]:
-    """A signed-in user's CSRF-checked form."""
-    return await check_csrf(request, who.session.session_id)
+async def user_form(request: Request, who: User) -> AsyncIterator[dict[str, Any]]:
+    """A signed-in user's CSRF-checked form; its uploaded files are closed once the response is sent."""
+    try:
+        yield await check_csrf(request, who.session.session_id)
+    finally:
+        await request.close()
 
 
-async def admin_form(request: Request, who: AdminUser) -> dict[str, Any]:
-    """An admin's CSRF-checked form."""
-    return await check_csrf(request, who.session.session_id)
+async def admin_form(request: Request, who: AdminUser) -> AsyncIterator[dict[str, Any]]:
+    """An admin's CSRF-checked form; its uploaded files are closed once the response is sent."""
+    try:
+        yield await check_csrf(request, who.session.session_id)
+    finally:
+        await request.close()
 
 
 UserForm = Annotated[dict[str, Any], Depends(user_form)]
