@@ -37,7 +37,7 @@ from garrison.errors import ContextLengthExceeded, EngineError, GarrisonError, I
 from garrison.guard.egress import model_trust
 from garrison.guard.stage import guard_stages
 from garrison.pipeline.ledger import Ledger, Origin, Outcome, Ticket, estimate_prompt_tokens
-from garrison.pipeline.stages import Caller, Stage, run_after, run_before
+from garrison.pipeline.stages import Caller, Stage, run_after, run_before, run_before_embed
 from garrison.registry import Kind, ModelInfo, ModelRegistry, build_registry
 from garrison.settings import Settings
 
@@ -177,6 +177,7 @@ class InferenceService:
         with contextlib.ExitStack() as held:
             try:
                 ledger.authorize(caller, request.scope, request.model)
+                ledger.clear(caller, request.data_label)  # the label the caller declared, before any stage
                 request = await run_before(self.stages, request, caller)
                 ledger.clear(caller, request.data_label)
                 info = self.model(request.model, "generate")
@@ -280,6 +281,7 @@ class InferenceService:
             try:
                 ledger.authorize(caller, "embeddings", request.model)
                 ledger.clear(caller, request.data_label)
+                request = await run_before_embed(self.stages, request, caller)  # guardrails, egress
                 info = self.model(request.model, "embed")
                 embedder = self._engines[info.id]
                 if not isinstance(embedder, Embedder):

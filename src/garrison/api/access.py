@@ -253,6 +253,7 @@ def _event(ctx: RequestContext, security: Security | None, path: str) -> AuditEv
         latency_ms=(time.perf_counter_ns() - ctx.started_ns) / 1e6,
         client_request_id=ctx.client_request_id,
         error_code=ctx.error_code if status >= 400 else None,
+        details=ctx.details or None,
     )
 
 

@@ -36,6 +36,7 @@ class RequestContext:
     status: int | None = None
     authorized: bool = False  # access.authorize passed scope, model and quota checks
     origin: Origin | None = None  # set when the request entered the pipeline
+    details: dict[str, Any] | None = None  # JSON-safe facts for the audit record (guard verdicts); never content
 
     def deny(self, reason: str) -> None:
         self.decision = "deny"

@@ -46,7 +46,16 @@ async def get_generation(request: Request, service: ServiceDep, caller: CallerDe
         client_request_id=ctx.client_request_id, started_ns=ctx.started_ns,
     )
     ctx.origin = origin
-    return Generation(service, caller, origin)
+    return Generation(service, caller, origin, data_label=declared_label(request))
+
+
+DATA_LABEL_HEADER = "x-garrison-data-label"
+
+
+def declared_label(request: Request) -> str | None:
+    """The classification the caller declares for what it sends (public, internal, confidential, restricted)."""
+    value = request.headers.get(DATA_LABEL_HEADER)
+    return value.strip().lower() if value is not None and value.strip() else None
 
 
 GenerationDep = Annotated[Generation, Depends(get_generation)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Literal
 
 import anyio
@@ -11,10 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from garrison.api.context import get_context
 from garrison.api.deps import authorize
+from garrison.documents.index import Hit
 from garrison.documents.library import Library
 from garrison.documents.retrieve import Retrieval, caller_access
 from garrison.errors import NotFound
-from garrison.security.principal import CLEARANCES
+from garrison.guard.stage import guard_of
+from garrison.security.principal import CLEARANCES, Principal
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
@@ -40,6 +43,21 @@ class SearchRequest(BaseModel):
     mode: Literal["hybrid", "keyword", "vector"] = "hybrid"
 
 
+def guarded(request: Request, caller: Principal | None, hits: list[Hit]) -> list[Hit]:
+    """Search hits under the caller's guardrail policy's `retrieved` rules, as chunks on their way into a prompt.
+
+    Redaction rewrites a hit's text, a blocking rule (indirect injection) refuses the search with 400
+    `policy_violation`; the verdicts are in the request's audit record either way.
+    """
+    inference = getattr(request.app.state, "inference", None)
+    guard = guard_of(inference.stages) if inference is not None else None
+    if guard is None or not hits:
+        return hits
+    details = get_context(request).details = {}
+    texts = guard.screen_search(caller, [h.text for h in hits], details)
+    return [replace(h, text=text) for h, text in zip(hits, texts, strict=True)]
+
+
 @router.get("")
 async def list_documents(request: Request, library: LibraryDep, collection: str | None = None) -> JSONResponse:
     caller = await authorize(request, "documents")
@@ -52,9 +70,11 @@ async def list_documents(request: Request, library: LibraryDep, collection: str 
 async def search(body: SearchRequest, request: Request, library: LibraryDep) -> JSONResponse:
     caller = await authorize(request, "documents")
     access = caller_access(library, caller, body.collections)
-    found = Retrieval(await anyio.to_thread.run_sync(library.search, body.query, access, body.k, body.mode))
-    named = ", ".join(f"{h.document_id} ({h.label})" for h in found.hits)
-    get_context(request).reason = f"retrieved {named or 'nothing'}"  # ids and labels, never text
+    hits = await anyio.to_thread.run_sync(library.search, body.query, access, body.k, body.mode)
+    ctx = get_context(request)
+    named = ", ".join(f"{h.document_id} ({h.label})" for h in hits)
+    ctx.reason = f"retrieved {named or 'nothing'}"  # ids and labels, never text
+    found = Retrieval(guarded(request, caller, hits))
     data = [{**h.to_dict(), "number": i} for i, h in enumerate(found.hits, start=1)]
     return JSONResponse({"object": "list", "data": data, "classification": found.classification})
 

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
 from garrison.api.context import get_context
+from garrison.api.documents import guarded
 from garrison.console.auth import AdminForm, AdminUser, SignedIn, User, UserForm, console_of
 from garrison.console.web import CONSOLE_PATH, ConsoleRoute
 from garrison.documents.library import Library
@@ -77,8 +78,10 @@ async def documents_page(request: Request, who: User, q: str = "") -> Response:
         return await _page(request, who)
     try:
         _require(who, "documents", "search documents")
-        access = caller_access(library, who.user.principal(), None)
+        principal = who.user.principal()
+        access = caller_access(library, principal, None)
         found = Retrieval(await anyio.to_thread.run_sync(library.search, query[:4000], access, _SEARCH_K))
+        found = Retrieval(guarded(request, principal, found.hits))  # the same guardrails as the API's search
     except GarrisonError as exc:
         return await _page(request, who, query=query, error=exc.message, status=exc.status)
     named = ", ".join(f"{h.document_id} ({h.label})" for h in found.hits)

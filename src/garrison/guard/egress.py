@@ -2,7 +2,8 @@
 
 Labels and trust levels share one order (public < internal < confidential < restricted). The check runs in
 a stage's `before`, so a refused request is answered 403 before any engine or upstream sees a byte of it;
-register this stage after every stage that can raise `request.data_label` (retrieval).
+register this stage after every stage that can raise `request.data_label` (retrieval). Embedding requests
+are checked the same way (`before_embed`): their label is the one the caller declared.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from garrison.domain import GenerationEvent, GenerationRequest
+from garrison.domain import EmbeddingRequest, GenerationEvent, GenerationRequest
 from garrison.errors import EgressDenied, InvalidRequest
 from garrison.security.principal import CLEARANCES
 
@@ -56,14 +57,21 @@ class EgressStage:
         self._trust_of = trust_of
 
     async def before(self, request: GenerationRequest, caller: Any) -> GenerationRequest:
+        self._check(request)
+        return request
+
+    async def before_embed(self, request: EmbeddingRequest, caller: Any) -> EmbeddingRequest:
+        self._check(request)
+        return request
+
+    def _check(self, request: GenerationRequest | EmbeddingRequest) -> None:
         label = request.data_label
         if label is None:
-            return request
+            return
         trust = self._trust_of(request.model)
         allowed = rank(label) <= rank(trust)
         request.annotations["egress"] = {"label": label, "trust": trust, "allowed": allowed}
         check_egress(label, request.model, trust)
-        return request
 
     def after(
         self, request: GenerationRequest, caller: Any, events: AsyncIterator[GenerationEvent]

@@ -4,19 +4,22 @@
 not in the operator's system prompt), records the verdicts in `request.annotations["guard"]` and raises
 PolicyViolation when a blocking rule fires. `after` redacts the answer while it streams and puts the
 caller's own values back in place of their placeholders when the policy rehydrates. `screen_retrieved`
-is what the retrieval stage calls on document text (indirect injection, redaction of retrieved data).
+is what the retrieval stage calls on document text (indirect injection, redaction of retrieved data), and
+`screen_search` what the documents search API calls on its hits. `before_embed` applies the `input` rules to
+embedding inputs (a block refuses; redaction changes the text that is embedded).
 """
 
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
 
 from garrison.domain import (
     ChatMessage,
     Citations,
+    EmbeddingRequest,
     GenerationDone,
     GenerationEvent,
     GenerationRequest,
@@ -59,7 +62,7 @@ class GuardStage:
     def from_settings(cls, settings: Settings) -> GuardStage:
         return cls(Policies(settings.guardrails), Guardrails(settings.guardrails), settings.auth.env)
 
-    def policy_for(self, request: GenerationRequest, caller: Any) -> GuardPolicy | None:
+    def policy_for(self, request: GenerationRequest | EmbeddingRequest, caller: Any) -> GuardPolicy | None:
         """The caller key's policy (or the environment's default), together with the model's."""
         return self.policies.for_request(self.env, getattr(caller, "policy", None), request.model)
 
@@ -106,6 +109,40 @@ class GuardStage:
         self._annotate(request, state.policy, checked.verdicts)
         self.guardrails.enforce(checked)
         return checked.text
+
+    async def before_embed(self, request: EmbeddingRequest, caller: Any) -> EmbeddingRequest:
+        """Embedding inputs under the policy's `input` rules: every input is the caller's own text.
+
+        Injection is screened in each input, a blocking rule refuses (400), and a redact rule changes the
+        text that is embedded: the vector is of `[EMAIL_1]`, never of the address. Nothing is rehydrated
+        (a vector has no text to put values back into).
+        """
+        policy = self.policy_for(request, caller)
+        if policy is None:
+            return request
+        vault = Vault()
+        results = [self.guardrails.check(text, policy, "input", vault) for text in request.inputs]
+        _annotate(request.annotations, policy, [v for r in results for v in r.verdicts])
+        for checked in results:
+            self.guardrails.enforce(checked)
+        request.inputs = [checked.text for checked in results]
+        return request
+
+    def screen_search(self, caller: Any, texts: list[str], annotations: dict[str, Any]) -> list[str]:
+        """Documents search hits under the caller's policy's `retrieved` rules, as retrieval for a prompt.
+
+        The verdicts go into `annotations["guard"]` (the search's audit record) before a blocking rule
+        raises; hits are redacted with one vault, so a value has one placeholder across the hits.
+        """
+        policy = self.policies.for_request(self.env, getattr(caller, "policy", None), None)
+        if policy is None:
+            return texts
+        vault = Vault()
+        results = [self.guardrails.check(text, policy, "retrieved", vault) for text in texts]
+        _annotate(annotations, policy, [v for r in results for v in r.verdicts])
+        for checked in results:
+            self.guardrails.enforce(checked)
+        return [checked.text for checked in results]
 
     async def after(
         self, request: GenerationRequest, caller: Any, events: AsyncIterator[GenerationEvent]
@@ -167,22 +204,26 @@ class GuardStage:
         return state
 
     def _annotate(self, request: GenerationRequest, policy: GuardPolicy, verdicts: list[Verdict]) -> None:
-        """Add verdicts (merged per rule and place) to the request's audit annotations; never originals."""
-        entry = request.annotations.setdefault("guard", {"policy": policy.name, "verdicts": []})
-        merged: dict[tuple[str, str], dict[str, Any]] = {(v["rule"], v["where"]): v for v in entry["verdicts"]}
-        for verdict in verdicts:
-            key = (verdict.rule, verdict.where)
-            new = verdict.to_dict()
-            old = merged.get(key)
-            if old is None:
-                merged[key] = new
-                continue
-            spans = Counter(old.get("spans", {})) + Counter(new.get("spans", {}))
-            if spans:
-                old["spans"] = dict(sorted(spans.items()))
-            if "score" in new and new["score"] > old.get("score", -1.0):
-                old["score"], old["signals"] = new["score"], new["signals"]
-        entry["verdicts"] = list(merged.values())
+        _annotate(request.annotations, policy, verdicts)
+
+
+def _annotate(annotations: dict[str, Any], policy: GuardPolicy, verdicts: list[Verdict]) -> None:
+    """Add verdicts (merged per rule and place) to a request's audit annotations; never originals."""
+    entry = annotations.setdefault("guard", {"policy": policy.name, "verdicts": []})
+    merged: dict[tuple[str, str], dict[str, Any]] = {(v["rule"], v["where"]): v for v in entry["verdicts"]}
+    for verdict in verdicts:
+        key = (verdict.rule, verdict.where)
+        new = verdict.to_dict()
+        old = merged.get(key)
+        if old is None:
+            merged[key] = new
+            continue
+        spans = Counter(old.get("spans", {})) + Counter(new.get("spans", {}))
+        if spans:
+            old["spans"] = dict(sorted(spans.items()))
+        if "score" in new and new["score"] > old.get("score", -1.0):
+            old["score"], old["signals"] = new["score"], new["signals"]
+    entry["verdicts"] = list(merged.values())
 
 
 class _OutputGuard:
@@ -261,6 +302,11 @@ class _OutputGuard:
         if rule.action == "redact":
             return self._state.vault.placeholder(span, rehydrate=False)
         return span.value
+
+
+def guard_of(stages: Sequence[object]) -> GuardStage | None:
+    """The guard stage among a pipeline's stages (None: this server runs without one)."""
+    return next((s for s in stages if isinstance(s, GuardStage)), None)
 
 
 def guard_stages(settings: Settings, trust_of: Callable[[str], str]) -> list[Stage]:

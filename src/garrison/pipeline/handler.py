@@ -20,10 +20,14 @@ class Generation:
     service: InferenceService
     caller: Caller
     origin: Origin
+    # The classification the caller declared for what it sends (the X-Garrison-Data-Label header, on every
+    # surface); checked against the caller's clearance and, by the egress stage, the model's trust.
+    data_label: str | None = None
 
     async def respond(self, request: GenerationRequest, framer: Framer, *, stream: bool) -> Response:
         """Run `request` and answer in the surface's format: one JSON body, or a stream of frames."""
         self.origin.streaming = stream
+        self._declare(request)
         if not stream:
             result = await self.service.complete(request, self.caller, self.origin)
             return JSONResponse(framer.whole(result))
@@ -32,4 +36,9 @@ class Generation:
         return StreamingResponse(body, media_type=framer.media_type, headers={"Cache-Control": "no-cache"})
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        self._declare(request)
         return await self.service.embed(request, self.caller, self.origin)
+
+    def _declare(self, request: GenerationRequest | EmbeddingRequest) -> None:
+        if self.data_label is not None and request.data_label is None:
+            request.data_label = self.data_label  # an unknown name is the pipeline's 400 (param data_label)
