@@ -13,7 +13,7 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class Front:
     url: str
     admin: str
     recorder: Recorder
+    clients: list[openai.OpenAI | ollama.Client] = field(default_factory=list)  # closed at teardown
 
     def key(self, *, clearance: str = "restricted", policy: str | None = None) -> tuple[str, str]:
         body: dict[str, Any] = {"name": f"egress-{uuid.uuid4().hex[:6]}", "clearance": clearance, "scopes": SCOPES}
@@ -54,8 +55,22 @@ class Front:
 
     def openai(self, key: str, label: str | None = None) -> openai.OpenAI:
         headers = {LABEL: label} if label else None
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=60,
-                             default_headers=headers)
+        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=60,
+                               default_headers=headers)
+        self.clients.append(client)
+        return client
+
+    def ollama(self, key: str, label: str | None = None) -> ollama.Client:
+        client = ollama.Client(host=self.url, headers={**_bearer(key), **({LABEL: label} if label else {})})
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self.clients:
+            if isinstance(client, openai.OpenAI):
+                client.close()
+            else:
+                client._client.close()  # the ollama client never closes its httpx pool itself
 
     def arrived(self, marker: str) -> list[str]:
         """The paths of every request the upstream received that carried `marker` anywhere in its body."""
@@ -146,6 +161,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
         synced = httpx.post(f"{front.url}/v1/documents/sync", headers=_bearer(front.admin), timeout=120)
         assert synced.status_code == 200, synced.text
         yield front
+        front.close()
     finally:
         server.stop()
         recorder.stop()
@@ -166,7 +182,7 @@ def test_a_declared_label_above_the_models_trust_never_reaches_the_upstream(fron
                                    "(its trust level is 'public')")
     with pytest.raises(openai.PermissionDeniedError):
         client.completions.create(model="internal-up", prompt=f"Continue: {marker}", max_tokens=8)
-    surface = ollama.Client(host=front.url, headers={**_bearer(key), LABEL: "confidential"})
+    surface = front.ollama(key, "confidential")
     with pytest.raises(ollama.ResponseError) as denied:
         surface.chat(model="public-up", messages=messages, stream=False)
     assert denied.value.status_code == 403
@@ -270,7 +286,7 @@ def test_embedding_inputs_are_redacted_before_embedding_and_screened(front: Fron
     raw = front.openai(plain).embeddings.create(model=EMBEDDER, input=["write to jane@example.com today"])
     # the real embedder embedded the placeholder, never the address
     assert guarded.data[0].embedding == as_placeholder.data[0].embedding != raw.data[0].embedding
-    surface = ollama.Client(host=front.url, headers=_bearer(strict))
+    surface = front.ollama(strict)
     via_ollama = surface.embed(model=EMBEDDER, input="write to jane@example.com today")
     assert via_ollama.embeddings[0] == pytest.approx(as_placeholder.data[0].embedding, abs=1e-6)
 

@@ -1,8 +1,8 @@
 """Guardrails through the real server and the real model (SmolLM2-135M, greedy), the openai and ollama clients.
 
 Redaction of input (the model gets placeholders: its prompt has the placeholder's token count), of the
-streamed answer, rehydration for the caller, a block with the policy's error, egress refused before the
-engine is entered, and the verdicts in the audit chain without the originals.
+streamed answer, rehydration for the caller, a block with the policy's error, egress of a declared data
+label refused before the engine is entered, and the verdicts in the audit chain without the originals.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import openai
 import pytest
 
 from garrison.domain import GenerationRequest
-from garrison.pipeline import Caller
 
 pytestmark = pytest.mark.model
 
@@ -110,22 +109,9 @@ def test_injection_is_blocked_with_the_policys_error_on_both_surfaces(live_serve
     assert live_server.app.state.security.audit.verify().ok
 
 
-class _Confidential:
-    """Stands in for retrieval (not on main yet): the request now carries a confidential document."""
-
-    name = "label"
-
-    async def before(self, request: GenerationRequest, caller: Caller) -> GenerationRequest:
-        request.data_label = "confidential"
-        return request
-
-    def after(self, request: GenerationRequest, caller: Caller, events: Any) -> Any:
-        return events
-
-
 @pytest.fixture
 def untrusted_model(live_server: Any) -> Iterator[list[str]]:
-    """The embedded model with trust 'internal', a labelling stage in front, and a record of engine entries."""
+    """The embedded model with trust 'internal', and a record of its engine's entries."""
     inference = live_server.app.state.inference
     info, engine = inference.model(MODEL), inference.engine(MODEL)
     entered: list[str] = []
@@ -136,19 +122,20 @@ def untrusted_model(live_server: Any) -> Iterator[list[str]]:
         return generate(request)
 
     trust, info.trust, engine.generate = info.trust, "internal", recording
-    inference.stages.insert(0, _Confidential())
     try:
         yield entered
     finally:
-        inference.stages.pop(0)
         info.trust = trust
         del engine.generate
 
 
 def test_egress_is_refused_before_the_engine_is_entered(live_server: Any, untrusted_model: list[str]) -> None:
     key, key_id = _key(live_server, None, clearance="confidential")
+    declared = openai.OpenAI(base_url=live_server.openai_base, api_key=key, max_retries=0, timeout=120,
+                             default_headers={"X-Garrison-Data-Label": "confidential"})
     with pytest.raises(openai.PermissionDeniedError) as raised:
-        _ask(_client(live_server, key), "Summarise the document.")
+        _ask(declared, "Summarise the document.")
+    declared.close()
     error = raised.value.body
     assert isinstance(error, dict) and error["code"] == "egress_denied"
     assert error["message"] == (f"data labelled 'confidential' may not be sent to the model '{MODEL}' "
@@ -157,3 +144,8 @@ def test_egress_is_refused_before_the_engine_is_entered(live_server: Any, untrus
     record = _records(live_server, key_id)[-1]
     assert (record["status"], record["error_code"]) == (403, "egress_denied")
     assert json.loads(record["details"])["egress"] == {"label": "confidential", "trust": "internal", "allowed": False}
+    allowed = openai.OpenAI(base_url=live_server.openai_base, api_key=key, max_retries=0, timeout=120,
+                            default_headers={"X-Garrison-Data-Label": "internal"})
+    assert _ask(allowed, "Say hello.").choices[0].message.content  # within the model's trust: generated
+    allowed.close()
+    assert len(untrusted_model) == 1
