@@ -26,7 +26,8 @@ def build(settings: Settings) -> FastAPI:
 
     security = setup(settings)
     inference = InferenceService.from_settings(settings)
-    return create_app(settings, inference, security, attach_documents(settings, inference), owns_security=True)
+    documents = attach_documents(settings, inference, security.store)
+    return create_app(settings, inference, security, documents, owns_security=True)
 
 
 # After the drain bound, streams still open get their error event and end: this much longer for that.

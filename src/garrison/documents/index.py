@@ -150,13 +150,13 @@ class DocumentIndex:
                 )
         return True
 
-    def relabel(self, document_id: str, label: str) -> None:
-        """Give a document a new label (source 'manual'); its chunks move with it in the same transaction."""
+    def relabel(self, document_id: str, label: str, *, source: str = "manual") -> None:
+        """Give a document a new label (by hand, or the catalogue's); its chunks move with it in one transaction."""
         rank = CLEARANCES.index(label)
         with self.store.transaction() as conn:
             conn.execute(
-                "UPDATE documents SET label = ?, label_rank = ?, label_source = 'manual' WHERE id = ?",
-                (label, rank, document_id),
+                "UPDATE documents SET label = ?, label_rank = ?, label_source = ? WHERE id = ?",
+                (label, rank, source, document_id),
             )
             conn.execute("UPDATE chunks SET label_rank = ? WHERE document_id = ?", (rank, document_id))
 
@@ -203,6 +203,14 @@ class DocumentIndex:
             (document_id,),
         )
         return [dict(r) for r in rows]
+
+    def catalogue_version(self) -> int:
+        """The version of the shared catalogue this index was last reconciled with."""
+        row = self.store.fetchone("SELECT catalogue_version FROM index_state WHERE id = 1")
+        return int(row[0]) if row else 0
+
+    def set_catalogue_version(self, version: int) -> None:
+        self.store.execute("UPDATE index_state SET catalogue_version = ? WHERE id = 1", (version,))
 
     def chunk_count(self) -> int:
         row = self.store.fetchone("SELECT COUNT(*) FROM chunks")

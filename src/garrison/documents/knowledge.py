@@ -13,6 +13,7 @@ from garrison.guard.stage import GuardStage
 from garrison.registry import ModelInfo, ModelRegistry
 from garrison.service import InferenceService
 from garrison.settings import EMBEDDING_MODEL_ID, KnowledgeModel, Settings
+from garrison.store import Store
 
 ENGINE = "knowledge"  # a knowledge model has no engine of its own: the stage hands it to its chat model
 
@@ -33,15 +34,17 @@ def knowledge_models(registry: ModelRegistry, specs: Sequence[KnowledgeModel]) -
     return infos
 
 
-def attach_documents(settings: Settings, service: InferenceService) -> Library | None:
+def attach_documents(settings: Settings, service: InferenceService, store: Store | None = None) -> Library | None:
     """Open the documents library (when roots are configured) and put retrieval into the pipeline.
+
+    `store` is the server's store (the catalogue lives there); None opens the configured one.
 
     The stage is added even without roots, so a request asking for documents is refused, never ignored.
     Order: guard (input), retrieval (its chunks screened by the guard's `retrieved` rules), egress.
     """
     if settings.knowledge and not settings.documents.roots:
         raise ConfigError("[[knowledge]] models need document roots: add [[documents.roots]]")
-    library = Library.open(settings, embed=_served_embedder(service)) if settings.documents.roots else None
+    library = Library.open(settings, embed=_served_embedder(service), store=store) if settings.documents.roots else None
     try:
         screen = next((s.screen_retrieved for s in service.stages if isinstance(s, GuardStage)), None)
         stage = RetrievalStage(library, settings.knowledge, screen)

@@ -12,20 +12,36 @@ from typing import Any
 
 from garrison.audit.log import AuditEvent, AuditLog
 from garrison.documents import ingest
+from garrison.documents.catalogue import Catalogue, Reconciler
 from garrison.documents.index import AccessFilter, DocumentIndex, DocumentRecord, Hit, Mode
 from garrison.documents.roots import Roots
 from garrison.documents.sync import Progress, SyncReport, sync_roots
 from garrison.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from garrison.security.principal import CLEARANCES
 from garrison.settings import Settings
+from garrison.store import Store, open_store
 
 
 class Library:
-    """Everything about private documents one process needs, opened once."""
+    """Everything about private documents one process needs, opened once.
 
-    def __init__(self, settings: Settings, *, secret: bytes, embed: ingest.Embed) -> None:
+    The records (what is indexed, with which label) live in the shared catalogue on the store; the search
+    index is this process's local cache of the roots' content, reconciled with the catalogue before each
+    search (documents/catalogue.py).
+    """
+
+    def __init__(self, settings: Settings, *, secret: bytes, embed: ingest.Embed, store: Store | None = None) -> None:
         self.roots = Roots.from_settings(settings.documents.roots)
-        self.index = DocumentIndex(settings.documents_path)
+        self._owns_store = store is None
+        self.store = store if store is not None else open_store(settings)
+        try:
+            self.index = DocumentIndex(settings.documents_path)
+        except BaseException:
+            if self._owns_store:
+                self.store.close()
+            raise
+        self.catalogue = Catalogue(self.store)
+        self._reconciler = Reconciler(self.catalogue, self.index)
         self.max_bytes = settings.documents.max_file_bytes
         self.sync_interval = settings.documents.sync_interval
         self._secret = secret
@@ -34,16 +50,24 @@ class Library:
         self.last_sync: tuple[float, SyncReport] | None = None  # when this process last synced, and what it did
 
     @classmethod
-    def open(cls, settings: Settings, embed: ingest.Embed | None = None) -> Library:
-        """Open the index under GARRISON_HOME with the server secret; loads the embedding model if not given."""
+    def open(cls, settings: Settings, embed: ingest.Embed | None = None, store: Store | None = None) -> Library:
+        """Open the index under GARRISON_HOME and the catalogue on the store (`store`, else the configured one)
+        with the server secret; loads the embedding model if not given."""
         from garrison.security import secret_path
         from garrison.security.keys import load_server_secret
 
         settings.ensure_home()
-        return cls(settings, secret=load_server_secret(secret_path(settings)), embed=embed or local_embedder(settings))
+        return cls(settings, secret=load_server_secret(secret_path(settings)), embed=embed or local_embedder(settings),
+                   store=store)
 
     def close(self) -> None:
         self.index.close()
+        if self._owns_store:
+            self.store.close()
+
+    def reconcile(self) -> int:
+        """Apply labels and removals made on any gateway to this process's index (cheap when nothing changed)."""
+        return self._reconciler.reconcile()
 
     # -- what a caller may see ------------------------------------------------------------------------------
 
@@ -59,10 +83,12 @@ class Library:
         if not query.strip():
             raise InvalidRequest("the search query is empty", param="query")
         vector = self._embed([query])[0] if mode != "keyword" else None
+        self.reconcile()
         return self.index.search(query, vector, access, k, mode)
 
     def visible(self, access: AccessFilter) -> list[DocumentRecord]:
-        return self.index.documents(access)
+        """The catalogue's documents `access` allows: the same listing on every gateway sharing the store."""
+        return self.catalogue.documents(access)
 
     def document(self, ref: str, access: AccessFilter | None = None) -> DocumentRecord:
         """A document by id, by `collection/path`, or by a path on disk inside a root; 404 when not visible."""
@@ -76,23 +102,25 @@ class Library:
 
     def _lookup(self, ref: str) -> DocumentRecord | None:
         if ref.startswith("doc_"):
-            return self.index.get(ref)
+            return self.catalogue.get(ref)
         collection, _, rest = ref.partition("/")
         if rest and collection in self.roots.by_collection:
             root = self.roots.get(collection)
-            return self.index.find(collection, root.locate(rest))
+            return self.catalogue.find(collection, root.locate(rest))
         root, relative = self.roots.owning(Path(ref))
-        return self.index.find(root.collection, relative)
+        return self.catalogue.find(root.collection, relative)
 
     # -- changes --------------------------------------------------------------------------------------------
 
     def sync(self, progress: Progress | None = None) -> SyncReport:
         """Bring the index in line with the roots (one sync at a time in this process)."""
         with self._sync_lock:
+            self.reconcile()  # exclusions and labels made elsewhere first, so the sync keeps them
             report = sync_roots(
-                self.roots, self.index, secret=self._secret, embed=self._embed, max_bytes=self.max_bytes,
-                progress=progress,
+                self.roots, self.index, self.catalogue, secret=self._secret, embed=self._embed,
+                max_bytes=self.max_bytes, progress=progress,
             )
+            self.reconcile()
             self.last_sync = (time.time(), report)
             return report
 
@@ -101,9 +129,11 @@ class Library:
         if label not in CLEARANCES:
             raise InvalidRequest(f"label must be one of {', '.join(CLEARANCES)}", param="label")
         before = self.document(ref)
+        after = self.catalogue.relabel(before.id, label)  # the shared record first: it is the authority
+        if after is None:
+            raise NotFound(f"no document '{ref}'", param="document")
         self.index.relabel(before.id, label)
-        after = self.index.get(before.id)
-        assert after is not None
+        self.reconcile()
         return before, after
 
     def remove(self, ref: str, *, delete_file: bool = False) -> DocumentRecord:
@@ -111,6 +141,7 @@ class Library:
         record = self.document(ref)
         if delete_file:
             self.roots.get(record.collection).unlink(record.path)
+        self.catalogue.remove(record, exclude=not delete_file)
         self.index.delete(record.id, exclude=not delete_file)
         return record
 
@@ -131,7 +162,7 @@ class Library:
                 code="collection_not_allowed",
             )
         relative = root.locate(filename)
-        if self.index.find(root.collection, relative) is not None:
+        if self.catalogue.find(root.collection, relative) or self.index.find(root.collection, relative):
             raise Conflict(f"'{relative}' already exists in collection '{root.collection}'", param="file")
         if label is not None:
             if label not in CLEARANCES:
@@ -145,10 +176,11 @@ class Library:
         root.write_new(relative, data)
         try:
             ingest.store(self.index, prepared)
+            return self.catalogue.publish(prepared.record)
         except BaseException:
+            self.index.delete(prepared.record.id)
             root.unlink(relative)
             raise
-        return prepared.record
 
 
 def _check_grant(label: str, clearance: str, source: str) -> None:
