@@ -124,8 +124,9 @@ def _garrison_config(path: Path, upstream: str, group_commit: bool, durability: 
         "default_model = false\n"
         "[engine]\nembeddings = false\nmax_queue = 1024\n"
         '[auth]\nenabled = true\nenv = "dev"\n'
-        f"[audit]\ngroup_commit = {'true' if group_commit else 'false'}\ndurability = \"{durability}\"\n"
-        f'[[models]]\nid = "{MODEL}"\nengine = "openai"\nupstreams = ["{upstream}"]\nupstream_model = "mock"\n'
+        f"[audit]\ngroup_commit = {'true' if group_commit else 'false'}\n"
+        + (f'durability = "{durability}"\n' if durability != "admission" else "")  # a --baseline may predate it
+        + f'[[models]]\nid = "{MODEL}"\nengine = "openai"\nupstreams = ["{upstream}"]\nupstream_model = "mock"\n'
     )
 
 
@@ -305,14 +306,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _wait_ready(mock_base + "/models", mock, "the mock upstream")
         targets = [Target("direct", mock_base, None, mock.pid)]
         homes: dict[str, Path] = {}
-        for name, group, durability in GATEWAYS:
+        gateways = [(name, group, durability, env) for name, group, durability in GATEWAYS]
+        if args.baseline:  # the default configuration, served from another source tree (the code before a change)
+            src = str(args.baseline.resolve())
+            gateways.append(("garrison_before", True, "admission", {**env, "PYTHONPATH": src}))
+        for name, group, durability, genv in gateways:
             home = homes[name] = root / name
             token = _bench_key(home)
             port = _free_port()
             config = root / f"{name}.toml"
             _garrison_config(config, mock_base, group, durability)
             proc = start([sys.executable, "-m", "garrison", "serve", "--config", str(config), "--home", str(home),
-                          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env,
+                          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=genv,
                          stderr=subprocess.DEVNULL)
             _wait_ready(f"http://127.0.0.1:{port}/health", proc, name)
             targets.append(Target(name, f"http://127.0.0.1:{port}/v1", token, proc.pid))
@@ -352,12 +357,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(root, ignore_errors=True)
 
     def ratio(level: dict[str, Any], gateway: str, key: str) -> float | None:
-        if "litellm" not in level or level[gateway][key] <= 0:
+        if "litellm" not in level or gateway not in level or level[gateway][key] <= 0:
             return None
         return round(level["litellm"][key] / level[gateway][key], 1)
 
     comparison = {name: {f"litellm_over_{gateway}_added_{q}": ratio(level, gateway, f"added_{q}_ms")
-                         for gateway in ("garrison", "garrison_answer") for q in ("p50", "p99")}
+                         for gateway in ("garrison_before", "garrison", "garrison_answer") for q in ("p50", "p99")
+                         if gateway in level}
                   for name, level in levels.items()}
     saturation = {kind: {t: levels[f"c64_{kind}"][t]["requests_per_s"] for t in levels[f"c64_{kind}"]}
                   for kind in KINDS}
@@ -373,6 +379,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "fsync and is made durable with the request's end, before the answer (one fsync "
                                "per request, shared by group commit)",
             "garrison_nogroup": "garrison with audit.group_commit = false (its own fsyncs, two per request)",
+            **({"garrison_before": f"garrison's default configuration served from {args.baseline} (the code before "
+                                   "this change), same run"} if args.baseline else {}),
             "litellm": f"LiteLLM proxy {litellm_version or '(not run)'}, one worker, master key, no database, "
                        "uvloop + httptools installed in its venv too",
         },
@@ -397,7 +405,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The docs/upstreams.md table: added latency per target and level, rates at c=64, RSS over the soak."""
-    names = ("garrison", "garrison_answer", "garrison_nogroup", "litellm")
+    names = ("garrison_before", "garrison", "garrison_answer", "garrison_nogroup", "litellm")
     gateways = [name for name in names if name in result["levels"]["c1_whole"]]
     lines = ["| level | " + " | ".join(f"{g} added p50 / p99 (ms)" for g in gateways)
              + " | LiteLLM / garrison (p50) | LiteLLM / garrison_answer (p50) |",
@@ -429,6 +437,8 @@ def main() -> None:
     parser.add_argument("--requests-c64", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--baseline", type=Path, help="Also serve garrison (default settings) from this src/ "
+                        "directory, as the target garrison_before: the code before a change, in the same run.")
     parser.add_argument("--soak", type=int, default=100_000, help="Requests for garrison's RSS soak.")
     parser.add_argument("--soak-others", type=int, default=10_000, help="Soak requests for the other gateways.")
     parser.add_argument("--soak-budget", type=float, default=180.0, help="Seconds a soak may take at most.")
