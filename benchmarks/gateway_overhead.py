@@ -4,7 +4,8 @@ One fast mock OpenAI upstream (raw asyncio on uvloop, canned answers: no engine,
 process. The same chat completions, non-streamed and streamed, go to it
   direct            straight to the mock
   garrison          through `garrison serve` (auth + quotas + audit on, group commit on), engine = "openai"
-  garrison_nogroup  the same with `audit.group_commit = false` (one fsync per request)
+  garrison_answer   the same with `audit.durability = "answer"` (one fsync per request instead of two)
+  garrison_nogroup  garrison with `audit.group_commit = false` (each request commits alone: two fsyncs)
   litellm           through LiteLLM's proxy (one worker, its own venv, the same mock, a master key)
 at concurrency 1, 16 and 64, interleaved round by round in shuffled order so drift hits every target alike.
 Added latency is a target's percentile minus direct's; requests/s at saturation is the c=64 rate; RSS of the
@@ -36,9 +37,16 @@ import aiohttp
 import psutil
 
 LEVELS = (1, 16, 64)
+# garrison's configurations: name, audit.group_commit, audit.durability
+GATEWAYS = (
+    ("garrison", True, "admission"), ("garrison_answer", True, "answer"), ("garrison_nogroup", False, "admission"),
+)
 KINDS = ("whole", "stream")
 MODEL = "bench"
 MASTER_KEY = "sk-litellm-bench-master"
+# The client closes idle connections before the gateways' uvicorn does (5 s), so a target left idle while the
+# others run never gets a request on a connection its server is closing.
+_KEEPALIVE_S = 4.0
 _REPLY = json.dumps({
     "id": "cmpl-mock", "object": "chat.completion", "created": 0, "model": "mock",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "pong " * 8}, "finish_reason": "stop"}],
@@ -110,14 +118,15 @@ def serve_mock(port: int) -> None:
     uvloop.run(main())
 
 
-def _garrison_config(path: Path, upstream: str, group_commit: bool) -> None:
+def _garrison_config(path: Path, upstream: str, group_commit: bool, durability: str = "admission") -> None:
     """The garrison.toml of a benchmark gateway: auth on, no local model, one upstream model."""
     path.write_text(
         "default_model = false\n"
         "[engine]\nembeddings = false\nmax_queue = 1024\n"
         '[auth]\nenabled = true\nenv = "dev"\n'
         f"[audit]\ngroup_commit = {'true' if group_commit else 'false'}\n"
-        f'[[models]]\nid = "{MODEL}"\nengine = "openai"\nupstreams = ["{upstream}"]\nupstream_model = "mock"\n'
+        + (f'durability = "{durability}"\n' if durability != "admission" else "")  # a --baseline may predate it
+        + f'[[models]]\nid = "{MODEL}"\nengine = "openai"\nupstreams = ["{upstream}"]\nupstream_model = "mock"\n'
     )
 
 
@@ -205,7 +214,7 @@ async def _segment(session: aiohttp.ClientSession, target: Target, stream: bool,
 
 
 async def _measure(targets: list[Target], counts: dict[int, int], rounds: int, warmup: int) -> dict[str, Any]:
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60)
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=_KEEPALIVE_S)
     results: dict[str, Any] = {}
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
         for target in targets:
@@ -241,7 +250,7 @@ async def _measure(targets: list[Target], counts: dict[int, int], rounds: int, w
 
 async def _soak(target: Target, n: int, concurrency: int, budget_s: float) -> dict[str, Any]:
     """`n` requests (half streamed) at `concurrency`, stopping early at `budget_s`; RSS sampled as it goes."""
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60)
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=_KEEPALIVE_S)
     samples: list[tuple[int, float | None]] = [(0, target.rss_mb())]
     done = 0
     started = time.monotonic()
@@ -297,14 +306,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _wait_ready(mock_base + "/models", mock, "the mock upstream")
         targets = [Target("direct", mock_base, None, mock.pid)]
         homes: dict[str, Path] = {}
-        for name, group in (("garrison", True), ("garrison_nogroup", False)):
+        gateways = [(name, group, durability, env) for name, group, durability in GATEWAYS]
+        if args.baseline:  # the default configuration, served from another source tree (the code before a change)
+            src = str(args.baseline.resolve())
+            gateways.append(("garrison_before", True, "admission", {**env, "PYTHONPATH": src}))
+        for name, group, durability, genv in gateways:
             home = homes[name] = root / name
             token = _bench_key(home)
             port = _free_port()
             config = root / f"{name}.toml"
-            _garrison_config(config, mock_base, group)
+            _garrison_config(config, mock_base, group, durability)
             proc = start([sys.executable, "-m", "garrison", "serve", "--config", str(config), "--home", str(home),
-                          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env,
+                          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=genv,
                          stderr=subprocess.DEVNULL)
             _wait_ready(f"http://127.0.0.1:{port}/health", proc, name)
             targets.append(Target(name, f"http://127.0.0.1:{port}/v1", token, proc.pid))
@@ -343,13 +356,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 proc.kill()
         shutil.rmtree(root, ignore_errors=True)
 
-    def ratio(level: dict[str, Any], key: str) -> float | None:
-        if "litellm" not in level or level["garrison"][key] <= 0:
+    def ratio(level: dict[str, Any], gateway: str, key: str) -> float | None:
+        if "litellm" not in level or gateway not in level or level[gateway][key] <= 0:
             return None
-        return round(level["litellm"][key] / level["garrison"][key], 1)
+        return round(level["litellm"][key] / level[gateway][key], 1)
 
-    comparison = {name: {"litellm_over_garrison_added_p50": ratio(level, "added_p50_ms"),
-                         "litellm_over_garrison_added_p99": ratio(level, "added_p99_ms")}
+    comparison = {name: {f"litellm_over_{gateway}_added_{q}": ratio(level, gateway, f"added_{q}_ms")
+                         for gateway in ("garrison_before", "garrison", "garrison_answer") for q in ("p50", "p99")
+                         if gateway in level}
                   for name, level in levels.items()}
     saturation = {kind: {t: levels[f"c64_{kind}"][t]["requests_per_s"] for t in levels[f"c64_{kind}"]}
                   for kind in KINDS}
@@ -361,7 +375,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "garrison": "`garrison serve --config` (uvicorn with uvloop and httptools): API key check, scope/model "
                         "check, rpm/tpm/daily quotas, usage + audit records durable before the answer (group commit), "
                         "engine = 'openai' over one pooled replica",
-            "garrison_nogroup": "the same with audit.group_commit = false (one fsync per request)",
+            "garrison_answer": "the same with audit.durability = 'answer': the admission commits without its own "
+                               "fsync and is made durable with the request's end, before the answer (one fsync "
+                               "per request, shared by group commit)",
+            "garrison_nogroup": "garrison with audit.group_commit = false (its own fsyncs, two per request)",
+            **({"garrison_before": f"garrison's default configuration served from {args.baseline} (the code before "
+                                   "this change), same run"} if args.baseline else {}),
             "litellm": f"LiteLLM proxy {litellm_version or '(not run)'}, one worker, master key, no database, "
                        "uvloop + httptools installed in its venv too",
         },
@@ -386,13 +405,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The docs/upstreams.md table: added latency per target and level, rates at c=64, RSS over the soak."""
-    gateways = [name for name in ("garrison", "garrison_nogroup", "litellm") if name in result["levels"]["c1_whole"]]
-    lines = ["| level | " + " | ".join(f"{g} added p50 / p99 (ms)" for g in gateways) + " | LiteLLM / garrison (p50) |",
-             "| --- |" + " --- |" * (len(gateways) + 1)]
+    names = ("garrison_before", "garrison", "garrison_answer", "garrison_nogroup", "litellm")
+    gateways = [name for name in names if name in result["levels"]["c1_whole"]]
+    lines = ["| level | " + " | ".join(f"{g} added p50 / p99 (ms)" for g in gateways)
+             + " | LiteLLM / garrison (p50) | LiteLLM / garrison_answer (p50) |",
+             "| --- |" + " --- |" * (len(gateways) + 2)]
     for name, level in result["levels"].items():
         cells = [f"{level[g]['added_p50_ms']:.2f} / {level[g]['added_p99_ms']:.2f}" for g in gateways]
-        ratio = result["litellm_vs_garrison"][name]["litellm_over_garrison_added_p50"]
-        lines.append(f"| {name.replace('_', ' ')} | " + " | ".join(cells) + f" | {ratio if ratio else '-'}x |")
+        ratios = [result["litellm_vs_garrison"][name].get(f"litellm_over_{g}_added_p50")
+                  for g in ("garrison", "garrison_answer")]
+        lines.append(f"| {name.replace('_', ' ')} | " + " | ".join(cells) + " | "
+                     + " | ".join(f"{r}x" if r else "-" for r in ratios) + " |")
     rates = result["requests_per_s_at_saturation_c64"]
     lines += ["", "| requests/s at c=64 | direct | " + " | ".join(gateways) + " |",
               "| --- |" + " --- |" * (len(gateways) + 1)]
@@ -414,6 +437,8 @@ def main() -> None:
     parser.add_argument("--requests-c64", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--baseline", type=Path, help="Also serve garrison (default settings) from this src/ "
+                        "directory, as the target garrison_before: the code before a change, in the same run.")
     parser.add_argument("--soak", type=int, default=100_000, help="Requests for garrison's RSS soak.")
     parser.add_argument("--soak-others", type=int, default=10_000, help="Soak requests for the other gateways.")
     parser.add_argument("--soak-budget", type=float, default=180.0, help="Seconds a soak may take at most.")

@@ -201,6 +201,12 @@ class AuditSettings(BaseModel):
         description="Make concurrent requests' audit records durable with one shared fsync (each request is "
         "still answered only once its own record is on disk).",
     )
+    durability: Literal["admission", "answer"] = Field(
+        default="admission",
+        description="When audit records reach the disk. 'admission': a request's admission record is durable "
+        "before the engine runs and its end before the answer (two fsyncs). 'answer' (with group commit): "
+        "only before the answer (one fsync); a power loss can lose the admission of requests still running.",
+    )
 
 
 Label = Literal["public", "internal", "confidential", "restricted"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -113,4 +114,56 @@ def test_without_group_commit_each_write_commits_alone(tmp_path: Path) -> None:
     log = AuditLog(store, env="dev", secret=None, group_commit=False)
     log.append(_event(1))
     assert _durable_count(tmp_path / "n.db") == 1 and log.verify().ok
+    store.close()
+
+
+def _fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files garrison's store fsyncs itself (the real fsync still runs)."""
+    flushed: list[str] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return flushed
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through /proc")
+def test_answer_durability_flushes_the_log_only_for_what_must_be_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "a.db"
+    store = Store(path)
+    log = AuditLog(store, env="dev", secret=b"s", durability="answer")
+    flushed = _fsyncs(monkeypatch)
+    with log.transaction(durable=False):  # an admission: committed in order, on disk with the next flush
+        log.append(_event(1))
+    assert flushed == [] and _durable_count(path) == 1
+    assert log._group is not None and log._group._conn is not None
+    assert log._group._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: commits skip fsync
+    log.append(_event(2))  # an end: it and everything before it are flushed before it returns
+    assert flushed == [f"{path}-wal"]
+    verification = log.verify()
+    assert verification.ok and verification.records == 2
+    store.close()
+
+
+def test_admission_durability_fsyncs_every_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path / "d.db")
+    log = AuditLog(store, env="dev", secret=b"s")  # the default
+    assert log.durability == "admission"
+    with log.transaction(durable=False):
+        log.append(_event(1))
+    assert log._group is not None and log._group._conn is not None
+    assert log._group._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: SQLite fsyncs each commit
+    assert log.verify().ok
+    store.close()
+
+
+def test_unknown_durability_is_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path / "u.db")
+    with pytest.raises(ValueError, match="durability"):
+        AuditLog(store, env="dev", secret=None, durability="never")
     store.close()

@@ -6,6 +6,7 @@ import sqlite3
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from garrison.security.principal import Limits
 from garrison.settings import Settings
 from garrison.store import open_store
 from garrison.store.migrate import applied_versions, available, migrate
-from garrison.store.postgres import PostgresStore, translate
+from garrison.store.postgres import PgConnection, PostgresStore, translate
 
 
 def _gateway(tmp_path: Path, name: str, url: str) -> Security:
@@ -111,3 +112,32 @@ def test_concurrent_appends_from_two_gateways_make_one_verifiable_chain(tmp_path
     finally:
         a.close()
         b.close()
+
+
+def test_answer_durability_commits_admissions_without_waiting_for_the_wal_flush(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "shared.secret"
+    security = connect(Settings(home=tmp_path / "g", store={"url": url}, auth={"secret_file": secret},
+                                audit={"durability": "answer"}))
+    other = _gateway(tmp_path, "other", url)
+    sent: list[str] = []
+    real = PgConnection.execute
+
+    def spy(self: PgConnection, sql: str, params: Any = ()) -> Any:
+        sent.append(sql)
+        return real(self, sql, params)
+
+    monkeypatch.setattr(PgConnection, "execute", spy)
+    try:
+        with security.audit.transaction(durable=False):  # an admission
+            security.audit.append(AuditEvent(request_id="r1", method="POST", route="/v1/x", status=102))
+        assert sent[-2:] == ["SET LOCAL synchronous_commit TO OFF", "COMMIT"]
+        assert other.audit.count() == 1  # committed all the same
+        sent.clear()
+        security.audit.append(AuditEvent(request_id="r1", method="POST", route="/v1/x", status=200))  # its end
+        assert sent[-1] == "COMMIT" and "SET LOCAL synchronous_commit TO OFF" not in sent
+        assert other.audit.verify().ok and other.audit.count() == 2
+    finally:
+        security.close()
+        other.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -48,12 +49,25 @@ def uvicorn_config(app: FastAPI, settings: Settings, sock_port: int | None = Non
 class DrainingServer(uvicorn.Server):
     """uvicorn that drains on shutdown: no new connections, in-flight requests get `shutdown_drain_s` to
     finish, then every generation still running ends with a clear error (503 `engine_unavailable`), and the
-    lifespan closes the engines and the store."""
+    lifespan closes the engines and the store.
 
-    def __init__(self, config: uvicorn.Config, app, drain_s: float) -> None:
+    `freeze_heap` (the foreground server, one per process): once started, what start-up built (modules, the
+    app, settings, the models' metadata) moves out of the garbage collector's reach (`gc.freeze`), so a full
+    collection scans only what requests made since: it takes microseconds instead of tens of milliseconds,
+    which would otherwise land on whichever requests were running.
+    """
+
+    def __init__(self, config: uvicorn.Config, app, drain_s: float, *, freeze_heap: bool = False) -> None:
         super().__init__(config)
         self._app = app
         self._drain_s = drain_s
+        self._freeze_heap = freeze_heap
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._freeze_heap:
+            gc.collect()  # start-up's garbage first: frozen objects are never collected
+            gc.freeze()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -73,7 +87,7 @@ class DrainingServer(uvicorn.Server):
 
 def serve_forever(app, settings: Settings) -> None:
     """Serve in the foreground until SIGTERM or Ctrl-C, drain, close, and return (exit status 0)."""
-    server = DrainingServer(uvicorn_config(app, settings), app, settings.shutdown_drain_s)
+    server = DrainingServer(uvicorn_config(app, settings), app, settings.shutdown_drain_s, freeze_heap=True)
     # uvicorn re-raises the signal it caught once it has shut down; with these handlers that only asks the
     # server to exit (a no-op then) instead of a KeyboardInterrupt traceback (Ctrl-C) or death by SIGTERM.
     # A signal that arrives before uvicorn has installed its own handlers stops the server as soon as it starts.

@@ -13,17 +13,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from garrison.audit.chain import GENESIS, Verification, record_hash, sign, verify_chain
+from garrison.audit.chain import GENESIS, MAC_VERSION, Verification, record_hash, record_mac, verify_chain
 from garrison.audit.group_commit import GroupCommit
 from garrison.audit.spool import AuditSpool, Usage
 from garrison.errors import AuditWriteError
 from garrison.store import Store
 from garrison.store.times import Clock, to_iso
+from garrison.subkeys import AUDIT_MACS, derive
 
 CONTENT_MODES = ("none", "hash", "full")
 # Typed events: one `request` record for a request the pipeline never admitted (a denial, a bad body, an
 # admin call), and a chained `request.admitted` / `request.finished` pair for every admitted generation.
 EVENTS = ("request", "request.admitted", "request.finished")
+# When records reach the disk: "admission" (the default): a request's admission (its reservation and
+# `request.admitted`) is durable before the engine runs, and its end before the answer: two fsyncs a request
+# (shared under load by group commit). "answer": the admission is committed without its own fsync and reaches
+# the disk with the next durable commit, at the latest its own end's, before the answer: one fsync a request.
+# Every answered request is on disk either way; "answer" can lose, on a power loss or OS crash (not a crash
+# of garrison alone), the admission of requests still running then, which were never answered.
+DURABILITY_MODES = ("admission", "answer")
 
 
 @dataclass(slots=True)
@@ -63,32 +71,38 @@ class AuditLog:
         content: str = "none",
         clock: Clock = time.time,
         group_commit: bool = True,
+        durability: str = "admission",
     ) -> None:
         if content not in CONTENT_MODES:
             raise ValueError(f"audit content must be one of {CONTENT_MODES}")
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"audit durability must be one of {DURABILITY_MODES}")
         self.env = env
         self.content = content
         self._store = store
         self._secret = secret
+        self._mac_key = derive(secret, AUDIT_MACS) if secret is not None else None  # what chain.sign derives
         self._clock = clock
         self._lock = threading.RLock()
-        self._group = GroupCommit(store) if group_commit else None
+        self.durability = durability
+        self._group = GroupCommit(store, relaxed=durability == "answer") if group_commit else None
         self._depth = threading.local()
         # Set for a shared store (PostgreSQL): records queue here while it is unreachable (audit/spool.py).
         self.spool: AuditSpool | None = None
         self.replay_usage: Callable[[str, str, str, int, int], None] | None = None
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """A durable write transaction for records and whatever must commit with them (usage rows).
 
         With group commit (the default) concurrent transactions share one fsync; each still returns only once
-        its own writes are durable, whoever the caller is.
+        its own writes are durable, whoever the caller is. `durable` False marks an admission: with
+        `durability = "answer"` (and group commit) it returns once committed, durable with the next flush.
         """
         self._depth.n = getattr(self._depth, "n", 0) + 1
         try:
             if self._group is not None:
-                with self._group.unit() as conn:
+                with self._group.unit(durable) as conn:
                     yield conn
             else:
                 with self._lock, self._store.transaction() as conn:
@@ -272,7 +286,7 @@ class AuditLog:
             "details": json.dumps(event.details, sort_keys=True, separators=(",", ":")) if event.details else None,
         }
         record["hash"] = record_hash(record)
-        record["mac"] = sign(self._secret, record["hash"]) if self._secret is not None else None
+        record["mac"] = MAC_VERSION + record_mac(self._mac_key, record["hash"]) if self._mac_key is not None else None
         return record
 
     def _content(self, text: str | None) -> str | None:

@@ -55,7 +55,8 @@ class Framer(Protocol):
 async def frames(
     first: GenerationEvent, events: AsyncIterator[GenerationEvent], framer: Framer, request_id: str
 ) -> AsyncIterator[bytes]:
-    """A generation's events as wire frames; an error ends the stream with the framer's error frames."""
+    """A generation's events as wire frames, the frames of one event in one write (a chunk's role opener and
+    text, the end's finish, usage and [DONE]); an error ends the stream with the framer's error frames."""
     try:
         event: GenerationEvent | None = first
         while event is not None:
@@ -63,17 +64,17 @@ async def frames(
                 case GenerationStarted():
                     pass
                 case TokenDelta():
-                    for frame in framer.chunk(event):
-                        yield frame
+                    if batch := framer.chunk(event):
+                        yield b"".join(batch)
                 case ToolCallEvent():
-                    for frame in framer.tool_call(event):
-                        yield frame
+                    if batch := framer.tool_call(event):
+                        yield b"".join(batch)
                 case Citations():
-                    for frame in framer.citations(event):
-                        yield frame
+                    if batch := framer.citations(event):
+                        yield b"".join(batch)
                 case GenerationDone():
-                    for frame in framer.done(event):
-                        yield frame
+                    if batch := framer.done(event):
+                        yield b"".join(batch)
                     return
                 case _:
                     assert_never(event)

@@ -158,7 +158,8 @@ class Ledger:
         *,
         open_ended: bool = False,
     ) -> Ticket:
-        """Reserve the request's tokens and write its durable `request.admitted` record, atomically.
+        """Reserve the request's tokens and write its `request.admitted` record, atomically: durable before the
+        engine runs, or (`audit.durability = "answer"`) with the request's end, before its answer.
 
         RateLimited when over a limit (recorded as a denial); AuditWriteError when the record cannot be
         made durable (then nothing is reserved).
@@ -170,7 +171,7 @@ class Ledger:
         try:
             if not security.audit.ready():  # records queued in an outage go first: this one joins them
                 return self._admit_offline(ticket, request, completion_tokens, open_ended)
-            with security.audit.transaction():
+            with security.audit.transaction(durable=False):  # durable now, or with its end (durability 'answer')
                 if not caller.is_anonymous:
                     ticket.grant = security.guard.admit(
                         caller, estimate_prompt_tokens(request), completion_tokens, open_ended=open_ended

@@ -103,7 +103,7 @@ def connect(settings: Settings, *, clock: Clock = time.time) -> Security:
     lim = settings.limits
     quotas = open_limits(lim.url, store, usage, clock, retry_s=lim.retry_s, timeout_s=lim.timeout_s, prefix=lim.prefix)
     audit = AuditLog(store, env=env, secret=secret, content=settings.audit.content, clock=clock,
-                     group_commit=settings.audit.group_commit)
+                     group_commit=settings.audit.group_commit, durability=settings.audit.durability)
     offline = None
     if store.dialect != "sqlite":  # a shared store can be away: ride out its outage (security/outage.py)
         keys.cache = outage.KeyCache(settings.store.key_cache_size, settings.store.outage_grace, clock)

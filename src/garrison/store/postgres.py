@@ -150,6 +150,16 @@ class PostgresStore(Store):
     def migration_sql(self, statement: str) -> str:
         return ddl(statement)
 
+    def relax(self, conn: sqlite3.Connection) -> None:
+        """Nothing to set per connection: PostgreSQL relaxes one transaction at a time (see `commit`)."""
+
+    def commit(self, conn: sqlite3.Connection, *, durable: bool) -> None:
+        """Commit; not `durable`: without waiting for the WAL flush (synchronous_commit off for this
+        transaction), which the next synchronous commit covers."""
+        if not durable:
+            conn.execute("SET LOCAL synchronous_commit TO OFF")
+        conn.execute("COMMIT")
+
     def is_outage(self, exc: BaseException) -> bool:
         """Whether `exc` (or what caused it) says the database cannot be reached, rather than a bad query."""
         seen: BaseException | None = exc

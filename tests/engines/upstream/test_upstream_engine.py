@@ -430,3 +430,20 @@ async def test_the_service_fetches_whole_answers_in_one_upstream_call(upstreams:
     assert result.text == "Hello!" and result.usage.completion_tokens == 3
     assert [body["stream"] for _, body, _ in up.requests] == [False, True]
     assert "".join(e.text for e in streamed if isinstance(e, TokenDelta)) == "Hello!"
+
+
+async def test_a_cookie_an_upstream_sets_never_rides_on_later_requests(upstreams: list[ScriptedUpstream]) -> None:
+    upstream = upstreams[0]
+    # a host name, not an IP: aiohttp's default jar would keep this cookie and send it on every request after
+    engine = _engine([upstream.openai_base.replace("127.0.0.1", "localhost")])
+    try:
+        upstream.script.status, upstream.script.error_body = 400, {"error": {"message": "bad"}}
+        upstream.script.headers = {"Set-Cookie": "session=caller-a; Path=/"}
+        with pytest.raises(InvalidRequest):
+            await _collect(engine, _chat())
+        upstream.script.status, upstream.script.headers = 200, {}
+        await _collect(engine, _chat())
+    finally:
+        await engine.aclose()
+    assert len(upstream.requests) == 2
+    assert "Cookie" not in upstream.requests[1][2]

@@ -38,6 +38,9 @@ class ClientPool:
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
                 skip_auto_headers=("User-Agent",),
                 raise_for_status=False,
+                # one session serves every caller: a cookie an upstream sets must never ride on another
+                # caller's request (and no jar to consult or update on the hot path)
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
             self._loop = loop
         return self._session
