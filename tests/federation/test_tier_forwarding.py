@@ -1,0 +1,142 @@
+"""The local tier's side, no model: what an `engine = "garrison"` upstream sends, and what it never sends.
+
+The central tier here is a bare listening socket: it proves that a request whose data is labelled above the
+model's trust opens no connection at all (egress is checked before any byte leaves), and it captures what an
+allowed request sends, whose bearer token must verify as the end user's, addressed to the central tier.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from garrison.api.server import background_server, build
+from garrison.domain import GenerationRequest
+from garrison.guard.egress import EgressStage
+from garrison.pipeline.stages import Caller
+from garrison.security.federation import TokenSigner, TokenVerifier, TrustedPeer, key_path
+from garrison.settings import Settings
+
+
+class _LabelFromText:
+    """Stands in for local retrieval: a user message starting '[confidential]' carries confidential data."""
+
+    name = "label"
+
+    async def before(self, request: GenerationRequest, caller: Caller) -> GenerationRequest:
+        text = (request.messages or [])[-1].content if request.messages else ""
+        if text.startswith("[") and "]" in text:
+            request.data_label = text[1:text.index("]")]
+        return request
+
+    def after(self, request: GenerationRequest, caller: Caller, events: Any) -> Any:
+        return events
+
+
+@dataclass
+class Local:
+    url: str
+    key: str
+    key_id: str
+    listener: socket.socket
+    settings: Settings
+    app: Any
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[Local]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    settings = Settings(
+        home=tmp_path / "home", host="127.0.0.1", port=0, default_model=False, engine={"embeddings": False},
+        federation={"name": "ws-1"},
+        models=[{"id": "hq-internal", "engine": "garrison", "upstreams": [f"http://127.0.0.1:{port}/v1"],
+                 "upstream_model": "central-chat", "audience": "hq", "trust": "internal", "retries": 0,
+                 "health": {"interval": 0}, "timeouts": {"first_token": 30}}],
+    )
+    settings.ensure_home()
+    app = build(settings)
+    stages = app.state.inference.stages
+    egress = next(i for i, s in enumerate(stages) if isinstance(s, EgressStage))
+    stages.insert(egress, _LabelFromText())
+    issued = app.state.security.keys.create(name="dana", env="dev", scopes=["chat"], models=["hq-internal"],
+                                            clearance="restricted")
+    try:
+        with background_server(settings, app) as url:
+            yield Local(url, issued.token, issued.record.id, listener, settings, app)
+    finally:
+        listener.close()
+
+
+def _chat(local: Local, text: str) -> httpx.Response:
+    body = {"model": "hq-internal", "messages": [{"role": "user", "content": text}], "max_tokens": 4}
+    return httpx.post(f"{local.url}/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {local.key}"}, timeout=60)
+
+
+def _accept_one(listener: socket.socket, seen: list[bytes]) -> None:
+    """Take one connection, keep its request head, and close it (the engine then reports the upstream down)."""
+    conn, _ = listener.accept()
+    with conn:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        seen.append(data)
+
+
+def test_data_above_the_models_trust_never_leaves_and_allowed_requests_carry_a_verifiable_token(
+    local: Local,
+) -> None:
+    refused = _chat(local, "[confidential] the merger terms are 41 per share")
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "egress_denied"
+    local.listener.setblocking(False)  # a connection made before the 403 would be waiting here now
+    with pytest.raises(BlockingIOError):
+        local.listener.accept()
+    local.listener.setblocking(True)
+
+    seen: list[bytes] = []
+    taker = threading.Thread(target=_accept_one, args=(local.listener, seen))
+    taker.start()
+    allowed = _chat(local, "[internal] when is the offsite?")
+    taker.join(timeout=30)
+    assert allowed.status_code == 502, allowed.text  # the stand-in closed without answering
+    head = seen[0].decode("latin-1")
+    assert head.startswith("POST /v1/chat/completions ")
+    headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
+    lower = {k.lower(): v for k, v in headers.items()}
+    local_id = allowed.headers["x-request-id"]
+    assert lower["x-request-id"] == local_id
+    token = lower["authorization"].removeprefix("Bearer ")
+    signer = TokenSigner.from_pem(key_path(local.settings), "ws-1")
+    verifier = TokenVerifier("hq", [TrustedPeer.from_pem("ws-1", signer.public_pem(), "confidential")])
+    claims = verifier.verify(token)
+    assert (claims.issuer, claims.key_id, claims.env, claims.request_id) == ("ws-1", local.key_id, "dev", local_id)
+    assert claims.clearance == "confidential"  # the user's restricted, capped at the peer's ceiling there
+    assert claims.scopes == ("chat",)
+
+    security = local.app.state.security
+    records = {r["request_id"]: r for r in security.audit.query(limit=None) if r["key_id"] == local.key_id}
+    denied = next(r for r in records.values() if r["error_code"] == "egress_denied")
+    assert json.loads(denied["details"])["egress"] == {"label": "confidential", "trust": "internal", "allowed": False}
+
+
+def test_the_signing_key_is_created_private_and_kept(local: Local) -> None:
+    path = key_path(local.settings)
+    assert path.stat().st_mode & 0o777 == 0o600
+    first = TokenSigner.from_pem(path, "ws-1").public_pem()
+    build(local.settings).state.security.close()  # a second start reads the same key
+    assert TokenSigner.from_pem(path, "ws-1").public_pem() == first
