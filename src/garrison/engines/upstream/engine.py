@@ -200,9 +200,9 @@ class UpstreamEngine:
     ) -> dict[str, Any]:
         url = replica.url + path
         total = self.config.timeouts.total
-        headers = self._headers(request)
+        sent = self._headers(request)
         try:
-            async with asyncio.timeout(total), self.pool.session().post(url, data=body, headers=headers) as response:
+            async with asyncio.timeout(total), self.pool.session().post(url, data=body, headers=sent) as response:
                 raw = await response.read()
                 status, headers = response.status, response.headers
         except aiohttp.ClientError as exc:
