@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -49,6 +50,14 @@ title: Visitor guide
 
 Visitors sign in at the front desk. Project Nightjar is the name of a building on the campus.
 """
+
+
+def _tls(ca: Path, client: Pair | None = None) -> ssl.SSLContext:
+    """A client context trusting the test CA, with a client certificate when given."""
+    context = ssl.create_default_context(cafile=str(ca))
+    if client is not None:
+        context.load_cert_chain(str(client.cert), str(client.key))
+    return context
 
 
 def _free_port() -> int:
@@ -101,6 +110,7 @@ class Tiers:
     central_settings: Settings
     local_settings: Settings
     local_key: Path  # the local gateway's federation key (the test signs tokens with it, as that gateway)
+    local_config: Path
     alice: str  # confidential clearance at the local tier
     alice_id: str
     bob: str  # public clearance
@@ -108,15 +118,16 @@ class Tiers:
 
     def to_central(self, token: str, method: str = "GET", path: str = "/v1/models", **kw: Any) -> httpx.Response:
         return httpx.request(method, f"{self.central}{path}", headers={"Authorization": f"Bearer {token}"},
-                             verify=str(self.ca), cert=(str(self.client.cert), str(self.client.key)), timeout=120,
-                             **kw)
+                             verify=_tls(self.ca, self.client), timeout=120, **kw)
 
     def signer(self, clock: Any = time.time, name: str = "ws-7") -> TokenSigner:
         return TokenSigner.from_pem(self.local_key, name, clock)
 
 
-def _run(*args: str) -> str:
+def _run(*args: str, home: Path | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if k != "GARRISON_CONFIG"}
+    if home is not None:
+        env["GARRISON_HOME"] = str(home)
     done = subprocess.run([sys.executable, "-m", "garrison", *args], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
@@ -198,14 +209,14 @@ k = 2
         [sys.executable, "-m", "garrison", "serve", "--config", str(central_config), "--home", str(central_home),
          "--host", "127.0.0.1", "--port", str(central_port), "--tls-cert", str(server.cert), "--tls-key",
          str(server.key), "--tls-client-ca", str(pki.ca)],
-        central_url, root / "central.log", verify=str(pki.ca), cert=(str(client.cert), str(client.key)),
+        central_url, root / "central.log", verify=_tls(pki.ca, client),
     )
     local = None
     try:
         central.wait()
         admin = (central_home / "admin.key").read_text().strip()
         synced = httpx.post(f"{central_url}/v1/documents/sync", headers={"Authorization": f"Bearer {admin}"},
-                            verify=str(pki.ca), cert=(str(client.cert), str(client.key)), timeout=120)
+                            verify=_tls(pki.ca, client), timeout=120)
         assert synced.status_code == 200, synced.text
         local_url = f"http://127.0.0.1:{local_port}"
         local = Gateway(
@@ -214,7 +225,7 @@ k = 2
             local_url, root / "local.log",
         ).wait()
         yield Tiers(central_url, local_url, pki.ca, client, central_settings, local_settings,
-                    local_home / "federation.key", alice.token, alice.record.id, bob.token, bob.record.id)
+                    local_home / "federation.key", local_config, alice.token, alice.record.id, bob.token, bob.record.id)
     finally:
         if local is not None:
             local.stop()
@@ -340,14 +351,24 @@ def test_forged_expired_misaddressed_and_replayed_tokens_are_refused_by_the_cent
     assert {r["error_code"] for r in denied} >= set(cases)
 
 
+def test_the_local_tier_loads_no_model_and_probes_the_central_one_with_its_own_token(tiers: Tiers) -> None:
+    health = httpx.get(f"{tiers.local}/health", timeout=30).json()
+    assert [(m["id"], m["engine"]) for m in health["models"]] == [("hq-chat", "garrison")]
+    listed = json.loads(_run("models", "list", "--json", "--config", str(tiers.local_config),
+                             home=tiers.local_config.parent))  # probes each replica once
+    assert [m["id"] for m in listed] == ["hq-chat"]
+    assert [r["state"] for r in listed[0]["upstream"]["replicas"]] == ["healthy"]
+    probes = [_details(r, "federation") for r in _records(tiers.central_settings)
+              if r["route"] == "/v1/models" and r["status"] == 200 and r["key_name"] == "gateway:ws-7@ws-7"]
+    assert probes and all(p["peer_request_id"].startswith("probe-") for p in probes)
+
+
 def test_a_client_without_a_certificate_is_refused_at_the_tls_handshake(tiers: Tiers) -> None:
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"{tiers.central}/health", verify=str(tiers.ca), timeout=10)
+        httpx.get(f"{tiers.central}/health", verify=_tls(tiers.ca), timeout=10)
     (tiers.client.cert.parent / "other").mkdir()
     stranger = Pki(tiers.client.cert.parent / "other").client("ws-7")
     with pytest.raises(httpx.TransportError):  # and one whose certificate no trusted CA signed
-        httpx.get(f"{tiers.central}/health", verify=str(tiers.ca), cert=(str(stranger.cert), str(stranger.key)),
-                  timeout=10)
-    with_cert = httpx.get(f"{tiers.central}/health", verify=str(tiers.ca),
-                          cert=(str(tiers.client.cert), str(tiers.client.key)), timeout=10)
+        httpx.get(f"{tiers.central}/health", verify=_tls(tiers.ca, stranger), timeout=10)
+    with_cert = httpx.get(f"{tiers.central}/health", verify=_tls(tiers.ca, tiers.client), timeout=10)
     assert with_cert.status_code == 200
