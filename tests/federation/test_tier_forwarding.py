@@ -62,15 +62,17 @@ def local(tmp_path: Path) -> Iterator[Local]:
         federation={"name": "ws-1"},
         models=[{"id": "hq-internal", "engine": "garrison", "upstreams": [f"http://127.0.0.1:{port}/v1"],
                  "upstream_model": "central-chat", "audience": "hq", "trust": "internal", "retries": 0,
-                 "health": {"interval": 0}, "timeouts": {"first_token": 30}}],
+                 "health": {"interval": 0}, "timeouts": {"first_token": 30}},
+                {"id": "hq-embed", "engine": "garrison", "kind": "embed", "upstreams": [f"http://127.0.0.1:{port}/v1"],
+                 "audience": "hq", "trust": "internal", "retries": 0, "health": {"interval": 0}}],
     )
     settings.ensure_home()
     app = build(settings)
     stages = app.state.inference.stages
     egress = next(i for i, s in enumerate(stages) if isinstance(s, EgressStage))
     stages.insert(egress, _LabelFromText())
-    issued = app.state.security.keys.create(name="dana", env="dev", scopes=["chat"], models=["hq-internal"],
-                                            clearance="restricted")
+    issued = app.state.security.keys.create(name="dana", env="dev", scopes=["chat", "embeddings"],
+                                            models=["hq-internal", "hq-embed"], clearance="restricted")
     try:
         with background_server(settings, app) as url:
             yield Local(url, issued.token, issued.record.id, listener, settings, app)
@@ -97,6 +99,17 @@ def _accept_one(listener: socket.socket, seen: list[bytes]) -> None:
         seen.append(data)
 
 
+def _headers(head: bytes) -> dict[str, str]:
+    """The request head's headers (lower-case names)."""
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return {k.lower(): v for k, v in (line.split(": ", 1) for line in lines if ": " in line)}
+
+
+def _verify(local: Local, token: str) -> Any:
+    signer = TokenSigner.from_pem(key_path(local.settings), "ws-1")
+    return TokenVerifier("hq", [TrustedPeer.from_pem("ws-1", signer.public_pem(), "confidential")]).verify(token)
+
+
 def test_data_above_the_models_trust_never_leaves_and_allowed_requests_carry_a_verifiable_token(
     local: Local,
 ) -> None:
@@ -114,19 +127,14 @@ def test_data_above_the_models_trust_never_leaves_and_allowed_requests_carry_a_v
     allowed = _chat(local, "[internal] when is the offsite?")
     taker.join(timeout=30)
     assert allowed.status_code == 502, allowed.text  # the stand-in closed without answering
-    head = seen[0].decode("latin-1")
-    assert head.startswith("POST /v1/chat/completions ")
-    headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
-    lower = {k.lower(): v for k, v in headers.items()}
+    assert seen[0].startswith(b"POST /v1/chat/completions ")
+    lower = _headers(seen[0])
     local_id = allowed.headers["x-request-id"]
     assert lower["x-request-id"] == local_id
-    token = lower["authorization"].removeprefix("Bearer ")
-    signer = TokenSigner.from_pem(key_path(local.settings), "ws-1")
-    verifier = TokenVerifier("hq", [TrustedPeer.from_pem("ws-1", signer.public_pem(), "confidential")])
-    claims = verifier.verify(token)
+    claims = _verify(local, lower["authorization"].removeprefix("Bearer "))
     assert (claims.issuer, claims.key_id, claims.env, claims.request_id) == ("ws-1", local.key_id, "dev", local_id)
     assert claims.clearance == "confidential"  # the user's restricted, capped at the peer's ceiling there
-    assert claims.scopes == ("chat",)
+    assert set(claims.scopes) == {"chat", "embeddings"}
 
     security = local.app.state.security
     records = {r["request_id"]: r for r in security.audit.query(limit=None) if r["key_id"] == local.key_id}
@@ -140,3 +148,17 @@ def test_the_signing_key_is_created_private_and_kept(local: Local) -> None:
     first = TokenSigner.from_pem(path, "ws-1").public_pem()
     build(local.settings).state.security.close()  # a second start reads the same key
     assert TokenSigner.from_pem(path, "ws-1").public_pem() == first
+
+
+def test_embeddings_forwarded_to_a_central_tier_carry_the_users_token(local: Local) -> None:
+    seen: list[bytes] = []
+    taker = threading.Thread(target=_accept_one, args=(local.listener, seen))
+    taker.start()
+    answer = httpx.post(f"{local.url}/v1/embeddings", json={"model": "hq-embed", "input": ["a"]},
+                        headers={"Authorization": f"Bearer {local.key}"}, timeout=60)
+    taker.join(timeout=30)
+    assert answer.status_code == 502, answer.text
+    assert seen[0].startswith(b"POST /v1/embeddings ")
+    claims = _verify(local, _headers(seen[0])["authorization"].removeprefix("Bearer "))
+    assert (claims.key_id, claims.request_id) == (local.key_id, answer.headers["x-request-id"])
+    assert set(claims.scopes) == {"chat", "embeddings"}
