@@ -1,8 +1,9 @@
 """The local tier's side, no model: what an `engine = "garrison"` upstream sends, and what it never sends.
 
 The central tier here is a bare listening socket: it proves that a request whose data is labelled above the
-model's trust opens no connection at all (egress is checked before any byte leaves), and it captures what an
-allowed request sends, whose bearer token must verify as the end user's, addressed to the central tier.
+model's trust (the caller's X-Garrison-Data-Label) opens no connection at all, chat or embeddings (egress is
+checked before any byte leaves), and it captures what an allowed request sends, whose bearer token must
+verify as the end user's, addressed to the central tier.
 """
 
 from __future__ import annotations
@@ -19,26 +20,8 @@ import httpx
 import pytest
 
 from garrison.api.server import background_server, build
-from garrison.domain import GenerationRequest
-from garrison.guard.egress import EgressStage
-from garrison.pipeline.stages import Caller
 from garrison.security.federation import TokenSigner, TokenVerifier, TrustedPeer, key_path
 from garrison.settings import Settings
-
-
-class _LabelFromText:
-    """Stands in for local retrieval: a user message starting '[confidential]' carries confidential data."""
-
-    name = "label"
-
-    async def before(self, request: GenerationRequest, caller: Caller) -> GenerationRequest:
-        text = (request.messages or [])[-1].content if request.messages else ""
-        if text.startswith("[") and "]" in text:
-            request.data_label = text[1:text.index("]")]
-        return request
-
-    def after(self, request: GenerationRequest, caller: Caller, events: Any) -> Any:
-        return events
 
 
 @dataclass
@@ -68,9 +51,6 @@ def local(tmp_path: Path) -> Iterator[Local]:
     )
     settings.ensure_home()
     app = build(settings)
-    stages = app.state.inference.stages
-    egress = next(i for i, s in enumerate(stages) if isinstance(s, EgressStage))
-    stages.insert(egress, _LabelFromText())
     issued = app.state.security.keys.create(name="dana", env="dev", scopes=["chat", "embeddings"],
                                             models=["hq-internal", "hq-embed"], clearance="restricted")
     try:
@@ -80,10 +60,15 @@ def local(tmp_path: Path) -> Iterator[Local]:
         listener.close()
 
 
-def _chat(local: Local, text: str) -> httpx.Response:
+def _send(local: Local, label: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    """A request whose caller declares what its data is (X-Garrison-Data-Label)."""
+    return httpx.post(f"{local.url}{path}", json=body, timeout=60,
+                      headers={"Authorization": f"Bearer {local.key}", "X-Garrison-Data-Label": label})
+
+
+def _chat(local: Local, label: str, text: str) -> httpx.Response:
     body = {"model": "hq-internal", "messages": [{"role": "user", "content": text}], "max_tokens": 4}
-    return httpx.post(f"{local.url}/v1/chat/completions", json=body,
-                      headers={"Authorization": f"Bearer {local.key}"}, timeout=60)
+    return _send(local, label, "/v1/chat/completions", body)
 
 
 def _accept_one(listener: socket.socket, seen: list[bytes]) -> None:
@@ -113,9 +98,11 @@ def _verify(local: Local, token: str) -> Any:
 def test_data_above_the_models_trust_never_leaves_and_allowed_requests_carry_a_verifiable_token(
     local: Local,
 ) -> None:
-    refused = _chat(local, "[confidential] the merger terms are 41 per share")
+    refused = _chat(local, "confidential", "the merger terms are 41 per share")
     assert refused.status_code == 403, refused.text
     assert refused.json()["error"]["code"] == "egress_denied"
+    vectors = _send(local, "restricted", "/v1/embeddings", {"model": "hq-embed", "input": ["merger terms"]})
+    assert vectors.status_code == 403 and vectors.json()["error"]["code"] == "egress_denied", vectors.text
     local.listener.setblocking(False)  # a connection made before the 403 would be waiting here now
     with pytest.raises(BlockingIOError):
         local.listener.accept()
@@ -124,7 +111,7 @@ def test_data_above_the_models_trust_never_leaves_and_allowed_requests_carry_a_v
     seen: list[bytes] = []
     taker = threading.Thread(target=_accept_one, args=(local.listener, seen))
     taker.start()
-    allowed = _chat(local, "[internal] when is the offsite?")
+    allowed = _chat(local, "internal", "when is the offsite?")
     taker.join(timeout=30)
     assert allowed.status_code == 502, allowed.text  # the stand-in closed without answering
     assert seen[0].startswith(b"POST /v1/chat/completions ")
@@ -137,9 +124,10 @@ def test_data_above_the_models_trust_never_leaves_and_allowed_requests_carry_a_v
     assert set(claims.scopes) == {"chat", "embeddings"}
 
     security = local.app.state.security
-    records = {r["request_id"]: r for r in security.audit.query(limit=None) if r["key_id"] == local.key_id}
-    denied = next(r for r in records.values() if r["error_code"] == "egress_denied")
-    assert json.loads(denied["details"])["egress"] == {"label": "confidential", "trust": "internal", "allowed": False}
+    records = [r for r in security.audit.query(limit=None) if r["key_id"] == local.key_id]
+    denied = [json.loads(r["details"])["egress"] for r in records if r["error_code"] == "egress_denied"]
+    assert [(d["label"], d["trust"], d["allowed"]) for d in denied] == [
+        ("confidential", "internal", False), ("restricted", "internal", False)]
 
 
 def test_the_signing_key_is_created_private_and_kept(local: Local) -> None:
