@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal, assert_never
+from typing import TYPE_CHECKING, Any, Literal, assert_never
 
 from garrison.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from garrison.security.principal import Principal
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
@@ -142,6 +145,9 @@ class GenerationRequest:
     annotations: dict[str, Any] = field(default_factory=dict)
     # The highest classification (public < internal < confidential < restricted) of data in the request.
     data_label: str | None = None
+    # Who the engine works for, set by the service once authorized: an engine that forwards the request to
+    # another garrison (engine = "garrison") signs this identity into its token.
+    on_behalf_of: Principal | None = None
 
     @property
     def is_chat(self) -> bool:
@@ -349,6 +355,7 @@ class EmbeddingRequest:
     request_id: str = field(default_factory=new_request_id)
     annotations: dict[str, Any] = field(default_factory=dict)
     data_label: str | None = None
+    on_behalf_of: Principal | None = None  # as on GenerationRequest
 
 
 @dataclass(slots=True)

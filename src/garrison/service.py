@@ -209,7 +209,10 @@ class InferenceService:
     ) -> AsyncIterator[GenerationEvent]:
         """An admitted generation: engine and stages, metered, settled and recorded however it ends."""
         estimate = estimate_prompt_tokens(request)
-        shaped = _within_limit(request, ticket.limit, estimate)
+        # the engine sees who it works for, and what it notes (an upstream's request id) joins the records
+        shaped = dataclasses.replace(
+            _within_limit(request, ticket.limit, estimate), on_behalf_of=caller, annotations=ticket.annotations
+        )
         meter = _Meter(estimate, shaped.sampling.max_tokens)
         inner = _engine_events(engine, shaped)
         context = self.model(request.model).context_length
@@ -296,6 +299,7 @@ class InferenceService:
                 raise
             outcome = Outcome(0, 0, status=500, reason="the embedder did not finish")
             try:
+                request.on_behalf_of, request.annotations = caller, ticket.annotations
                 result = await embedder.embed(request)
                 outcome = Outcome(result.prompt_tokens, 0)
             except GarrisonError as exc:

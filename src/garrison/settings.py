@@ -293,6 +293,98 @@ class LimitsSettings(BaseModel):
     prefix: str = Field(default="garrison", description="Prefix of garrison's Redis keys.")
 
 
+class FederationPeer(BaseModel):
+    """A local gateway this (central) one accepts forwarded requests from: docs/scale.md, "Tiers"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="The peer's `federation.name` (the `iss` and `act` of its tokens).",
+    )
+    public_key: str = Field(
+        description="Its Ed25519 public key: a PEM file path, the PEM text, or base64 of the raw 32 bytes "
+        "(`garrison federation public-key` on the peer prints it)."
+    )
+    max_clearance: Clearance = Field(
+        default="internal",
+        description="The highest clearance requests from this peer get, whatever its token claims.",
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["chat", "completions", "embeddings", "documents"],
+        description="Scopes a token from this peer may carry (the token's scopes are intersected with these).",
+    )
+    models: list[str] = Field(default_factory=lambda: ["*"], description="Models its users may call ('*' = all).")
+    collections: list[str] = Field(
+        default_factory=lambda: ["*"], description="Document collections its users may read ('*' = all)."
+    )
+    rpm: int | None = Field(default=None, ge=1, description="Requests per minute of the whole peer.")
+    tpm: int | None = Field(default=None, ge=1, description="Tokens per minute of the whole peer.")
+    daily_tokens: int | None = Field(default=None, ge=1, description="Daily token budget of the whole peer.")
+
+
+class FederationSettings(BaseModel):
+    """Tiers: this gateway's identity toward others, and the peers it trusts (docs/scale.md, "Tiers")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="This gateway's name: the issuer of the tokens it signs, the audience of those it accepts.",
+    )
+    key_file: Path | None = Field(
+        default=None,
+        description="Its Ed25519 signing key, PEM (default: GARRISON_HOME/federation.key, created 0600 if missing).",
+    )
+    token_ttl_s: float = Field(
+        default=30.0, gt=0, le=60, description="Lifetime of each token this gateway signs (a central tier "
+        "refuses tokens meant to live longer than 60 s)."
+    )
+    peers: list[FederationPeer] = Field(
+        default_factory=list, description="[[federation.peers]]: local gateways whose tokens this one accepts."
+    )
+    replay_capacity: int = Field(
+        default=100_000, ge=1000, description="Token ids remembered against replay (per process), oldest dropped."
+    )
+
+    @field_validator("peers")
+    @classmethod
+    def _unique_peers(cls, peers: list[FederationPeer]) -> list[FederationPeer]:
+        names = [p.name for p in peers]
+        if len(set(names)) != len(names):
+            raise ValueError("a federation peer is listed twice")
+        return peers
+
+
+class TlsSettings(BaseModel):
+    """HTTPS for `garrison serve`, and optionally client certificates (mutual TLS)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cert_file: Path | None = Field(default=None, description="Server certificate chain, PEM (unset: plain HTTP).")
+    key_file: Path | None = Field(default=None, description="Its private key, PEM.")
+    client_ca_file: Path | None = Field(
+        default=None, description="CA bundle that client certificates must chain to (mutual TLS)."
+    )
+    client_cert: Literal["none", "optional", "required"] = Field(
+        default="none",
+        description="Ask clients for a certificate: not at all, optionally, or required (the TLS handshake "
+        "fails without one); optional and required need client_ca_file.",
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls.cert_file and tls.key_file go together")
+        if self.client_cert != "none" and (self.client_ca_file is None or self.cert_file is None):
+            raise ValueError("tls.client_cert needs tls.cert_file, tls.key_file and tls.client_ca_file")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
 GuardWhat = Literal["pii", "secrets", "injection", "blocklist"]
 GuardWhere = Literal["input", "retrieved", "output"]
 GuardAction = Literal["redact", "block", "flag"]
@@ -413,6 +505,10 @@ class Settings(BaseSettings):
         default_factory=GuardrailSettings, description="Guardrail policies ([[guardrails.policies]])."
     )
     console: ConsoleSettings = Field(default_factory=ConsoleSettings, description="Web console settings.")
+    federation: FederationSettings = Field(
+        default_factory=FederationSettings, description="Tiers: this gateway's name and key, trusted peers."
+    )
+    tls: TlsSettings = Field(default_factory=TlsSettings, description="HTTPS and mutual TLS of `garrison serve`.")
 
     @field_validator("home")
     @classmethod

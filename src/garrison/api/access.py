@@ -253,8 +253,15 @@ def _event(ctx: RequestContext, security: Security | None, path: str) -> AuditEv
         latency_ms=(time.perf_counter_ns() - ctx.started_ns) / 1e6,
         client_request_id=ctx.client_request_id,
         error_code=ctx.error_code if status >= 400 else None,
-        details=ctx.details or None,
+        details=_details(ctx, principal),
     )
+
+
+def _details(ctx: RequestContext, principal: Principal | None) -> dict[str, Any] | None:
+    """The record's details: what the route noted, and who forwarded the request (a peer gateway's token)."""
+    if principal is None or principal.delegation is None:
+        return ctx.details or None
+    return {**(ctx.details or {}), "federation": principal.delegation.audit()}
 
 
 def _json_error(path: str, exc: GarrisonError) -> bytes:

@@ -8,14 +8,17 @@ import gc
 import logging
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from garrison.api.app import create_app
+from garrison.errors import ConfigError
 from garrison.service import InferenceService
 from garrison.settings import Settings
 
@@ -35,6 +38,27 @@ def build(settings: Settings) -> FastAPI:
 _ABORT_GRACE_S = 5.0
 
 
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS arguments from `[tls]`: HTTPS, and client certificates checked against a CA (mutual TLS)."""
+    tls = settings.tls
+    if tls.cert_file is None:
+        return {}
+    for path in (tls.cert_file, tls.key_file, tls.client_ca_file):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"TLS file {path} does not exist")
+    requirement = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+    return {
+        "ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file),
+        "ssl_ca_certs": str(tls.client_ca_file) if tls.client_ca_file else None,
+        "ssl_cert_reqs": requirement[tls.client_cert],
+    }
+
+
+def base_url(settings: Settings, port: int | None = None) -> str:
+    scheme = "https" if settings.tls.enabled else "http"
+    return f"{scheme}://{settings.host}:{settings.port if port is None else port}"
+
+
 def uvicorn_config(app: FastAPI, settings: Settings, sock_port: int | None = None) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -43,6 +67,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, sock_port: int | None = Non
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_drain_s + _ABORT_GRACE_S + 0.999),
+        **tls_options(settings),
     )
 
 
@@ -125,7 +150,7 @@ def background_server(settings: Settings, app: FastAPI | None = None) -> Iterato
             raise RuntimeError("garrison server did not start")
         time.sleep(0.02)
     try:
-        yield f"http://{settings.host}:{port}"
+        yield base_url(settings, port)
     finally:
         server.should_exit = True
         thread.join(timeout=settings.shutdown_drain_s + 30)

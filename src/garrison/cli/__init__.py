@@ -15,7 +15,7 @@ def _version(value: bool) -> None:
 
 def build_app() -> typer.Typer:
     """Assemble the CLI from each concept's module (imports stay light: heavy work happens in commands)."""
-    from garrison.cli import bench, docs, doctor, evals, guard, models, security, serve, sizing, users
+    from garrison.cli import bench, docs, doctor, evals, federation, guard, models, security, serve, sizing, users
 
     app = typer.Typer(
         name="garrison",
@@ -33,7 +33,7 @@ def build_app() -> typer.Typer:
     ) -> None:
         """garrison: serve, guard and measure local LLMs."""
 
-    for module in (serve, models, security, users, guard, bench, sizing, evals, docs, doctor):
+    for module in (serve, models, security, users, guard, bench, sizing, evals, docs, doctor, federation):
         module.register(app)
     return app
 

@@ -28,7 +28,7 @@ def list_models(
     settings = settings_from_flags(config)
     try:
         registry = build_registry(settings)
-        upstreams = probe_models(list(registry))
+        upstreams = probe_models(list(registry), settings)
     except GarrisonError as exc:
         fail(exc.message, code=2)
         return

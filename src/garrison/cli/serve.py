@@ -31,6 +31,14 @@ def serve(
     max_body_bytes: int = typer.Option(None, "--max-body-bytes", help="Largest request body (413 beyond)."),
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning or error."),
     log_format: str = typer.Option(None, "--log-format", help="text or json."),
+    tls_cert: Path = typer.Option(None, "--tls-cert", help="Serve HTTPS with this certificate chain (PEM)."),
+    tls_key: Path = typer.Option(None, "--tls-key", help="The private key of --tls-cert (PEM)."),
+    tls_client_ca: Path = typer.Option(
+        None, "--tls-client-ca", help="Require client certificates signed by this CA bundle (mutual TLS)."
+    ),
+    tls_client_cert: str = typer.Option(
+        None, "--tls-client-cert", help="none, optional or required (default: required with --tls-client-ca)."
+    ),
 ) -> None:
     """Serve local models over OpenAI- and Ollama-compatible HTTP APIs."""
     engine: dict[str, Any] = {k: v for k, v in {
@@ -39,11 +47,21 @@ def serve(
     }.items() if v is not None}
     auth: dict[str, Any] = {k: v for k, v in {"env": env, "enabled": False if no_auth else None}.items()
                             if v is not None}
+    tls: dict[str, Any] = {k: v for k, v in {
+        "cert_file": tls_cert, "key_file": tls_key, "client_ca_file": tls_client_ca,
+        "client_cert": tls_client_cert or ("required" if tls_client_ca else None),
+    }.items() if v is not None}
     settings = settings_from_flags(
         config, host=host, port=port, home=home, log_level=log_level, log_format=log_format,
         max_body_bytes=max_body_bytes, default_model=False if no_default_model else None,
         engine=engine or None, auth=auth or None,
     )
+    if tls:  # flags on top of [tls] from the file, checked together
+        try:
+            merged = settings.tls.model_validate({**settings.tls.model_dump(exclude_unset=True), **tls})
+        except ValueError as exc:
+            fail(f"invalid TLS options: {exc}", code=2)
+        settings = settings.model_copy(update={"tls": merged})
     from garrison.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
@@ -79,9 +97,13 @@ def run(settings: Any) -> None:
             typer.echo(f"Created the first admin API key; it is saved in {saved} (mode 0600) and not printed "
                        "because this output is not a terminal", err=True)
     auth_note = f"auth on, env {settings.auth.env}" if security.auth_enabled else "auth OFF (loopback only)"
-    typer.echo(f"garrison listening on http://{settings.host}:{settings.port}  ({auth_note})", err=True)
+    from garrison.api.server import base_url
+
+    tls_note = {"none": "", "optional": ", client certificates optional", "required": ", mutual TLS"}
+    typer.echo(f"garrison listening on {base_url(settings)}  ({auth_note}{tls_note[settings.tls.client_cert]})",
+               err=True)
     if getattr(app.state, "console", None) is not None:
-        typer.echo(f"console at http://{settings.host}:{settings.port}/console  (garrison users create NAME)", err=True)
+        typer.echo(f"console at {base_url(settings)}/console  (garrison users create NAME)", err=True)
     try:
         serve_forever(app, settings)
     finally:

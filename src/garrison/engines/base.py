@@ -74,7 +74,7 @@ def default_engines() -> EngineRegistry:
     registry = EngineRegistry()
     registry.register("llama", _llama_engines, gguf.describe_llama_model)
     registry.register("onnx-embeddings", _onnx_embedders)
-    for remote in ("openai", "ollama"):  # models served elsewhere: vLLM, TGI, llama-server, Ollama, garrison
+    for remote in ("openai", "ollama", "garrison"):  # served elsewhere: vLLM, TGI, llama-server, Ollama, garrison
         registry.register(remote, _upstream_engines, _upstream_model)
     return registry
 

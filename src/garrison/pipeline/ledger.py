@@ -297,6 +297,8 @@ class Ledger:
         origin, caller = ticket.origin, ticket.caller
         if reason is None and (self.security is None or not self.security.auth_enabled):
             reason = "auth disabled"
+        if caller.delegation is not None:  # forwarded by a peer gateway: link its request (federation.py)
+            details = {**(details or {}), "federation": caller.delegation.audit()}
         return AuditEvent(
             request_id=origin.request_id,
             method=origin.method,

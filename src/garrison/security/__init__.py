@@ -13,6 +13,7 @@ from garrison.audit.log import AuditLog
 from garrison.audit.spool import AuditSpool
 from garrison.errors import ConfigError
 from garrison.security import outage
+from garrison.security.federation import load_verifier
 from garrison.security.guard import Guard
 from garrison.security.keys import KeyStore, load_server_secret, write_private_file
 from garrison.security.principal import Limits, Principal
@@ -110,11 +111,17 @@ def connect(settings: Settings, *, clock: Clock = time.time) -> Security:
         audit.spool = AuditSpool(settings.home / "audit-spool.jsonl", settings.store.spool_max_bytes)
         audit.replay_usage = usage.record
         offline = outage.OfflineQuotas(quotas, clock)
+    guard = Guard(keys, quotas, env, clock)
+    try:
+        guard.peers = load_verifier(settings, clock)
+    except BaseException:
+        store.close()
+        raise
     return Security(
         store=store,
         keys=keys,
         usage=usage,
-        guard=Guard(keys, quotas, env, clock),
+        guard=guard,
         audit=audit,
         offline=offline,
         env=env,

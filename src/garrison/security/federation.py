@@ -1,37 +1,45 @@
 """Tokens between garrison tiers: a local gateway signs who is asking, a central one checks before it answers.
 
-A forwarded request carries a short-lived JWS (compact, EdDSA over Ed25519) signed by the local gateway:
-the end user's key id (`sub`), environment, clearance and scopes, the local request id (`rid`, so the two
-audit chains link), an `act` claim naming the local gateway, the central tier as audience, and an expiry
-of seconds. The central tier trusts a peer by its public key, refuses a forged, expired, wrongly addressed
-or replayed token, and applies the lower of the token's clearance and the peer's own ceiling.
-
-Not yet wired: the `engine = "garrison"` upstream that attaches these tokens and the central-side stage
-that verifies them (docs/scale.md, "Not built yet").
+A request the local tier forwards (`[[models]] engine = "garrison"`, engines/upstream/garrison.py) carries
+`Authorization: Bearer <token>`: a compact JWS (EdDSA over Ed25519) signed by the local gateway with the end
+user's key id (`sub`), environment, clearance and scopes, the local request id (`rid`, so the two audit
+chains link), an `act` claim naming the local gateway, the central tier as audience (`aud`), an expiry of
+seconds and a unique `jti`. The central tier (`[[federation.peers]]`) trusts a peer by its public key; the
+guard (security/guard.py) turns such a bearer into a peer `Principal` or refuses it (401) when forged,
+expired, wrongly addressed, meant to live too long, or replayed (the `jti` memory is per process). The
+principal's clearance is the lower of the token's and the peer's `max_clearance`; its scopes, models and
+collections are what both allow; its audit records carry the peer, the end user and the local request id.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 import secrets
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from garrison.errors import Unauthenticated
-from garrison.security.principal import CLEARANCES, Principal
+from garrison.errors import ConfigError, Unauthenticated
+from garrison.security.principal import CLEARANCES, SCOPES, Limits, Principal
 from garrison.store.times import Clock
+
+if TYPE_CHECKING:
+    from garrison.settings import FederationPeer, Settings
 
 MAX_TTL_S = 60.0  # a central tier refuses tokens meant to live longer than this
 _HEADER = {"alg": "EdDSA", "typ": "JWT"}
+_ID = re.compile(r"^[A-Za-z0-9._:@/-]{1,128}$")  # ids a token may carry into an audit record
+PEER_KEY_PREFIX = "peer:"  # the key id of a peer principal: "peer:<peer name>" (quotas are per peer)
 
 
 def _b64(data: bytes) -> str:
@@ -59,6 +67,11 @@ class PeerClaims:
     request_id: str  # the local request id, recorded with the central one
     token_id: str
 
+    def audit(self) -> dict[str, str]:
+        """What the central audit records carry about the forwarded request (`details.federation`)."""
+        return {"peer": self.issuer, "peer_key_id": self.key_id, "peer_env": self.env,
+                "peer_request_id": self.request_id, "token_id": self.token_id}
+
 
 class TokenSigner:
     """The local tier's signing key: mints one token per forwarded request."""
@@ -76,6 +89,9 @@ class TokenSigner:
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{path} is not an Ed25519 private key")
         return cls(key, issuer, clock)
+
+    def public_key(self) -> Ed25519PublicKey:
+        return self._key.public_key()
 
     def public_pem(self) -> bytes:
         return self._key.public_key().public_bytes(
@@ -102,6 +118,10 @@ class TrustedPeer:
     name: str
     public_key: Ed25519PublicKey
     max_clearance: str = "restricted"
+    scopes: frozenset[str] = frozenset(SCOPES) - {"admin"}
+    models: frozenset[str] = frozenset({"*"})
+    collections: frozenset[str] = frozenset({"*"})
+    limits: Limits = Limits()
 
     @classmethod
     def from_pem(cls, name: str, pem: bytes, max_clearance: str = "restricted") -> TrustedPeer:
@@ -109,6 +129,92 @@ class TrustedPeer:
         if not isinstance(key, Ed25519PublicKey):
             raise ValueError(f"the key of peer '{name}' is not an Ed25519 public key")
         return cls(name, key, max_clearance)
+
+    @classmethod
+    def from_settings(cls, peer: FederationPeer) -> TrustedPeer:
+        """A `[[federation.peers]]` entry; ConfigError naming the peer when its key cannot be read."""
+        unknown = sorted(set(peer.scopes) - set(SCOPES))
+        if unknown or "admin" in peer.scopes:
+            raise ConfigError(f"federation peer '{peer.name}': scope '{(unknown or ['admin'])[0]}' cannot be "
+                              "granted to a peer")
+        return cls(
+            peer.name, _public_key(peer.name, peer.public_key), peer.max_clearance, frozenset(peer.scopes),
+            frozenset(peer.models), frozenset(peer.collections),
+            Limits(rpm=peer.rpm, tpm=peer.tpm, daily_tokens=peer.daily_tokens),
+        )
+
+    def principal(self, claims: PeerClaims, env: str) -> Principal:
+        """Who a verified token makes the caller here: this peer's grants narrowed by the token's claims."""
+        return Principal(
+            key_id=f"{PEER_KEY_PREFIX}{self.name}", name=f"{claims.key_id}@{self.name}", env=env,
+            scopes=frozenset(claims.scopes) & self.scopes, models=self.models, clearance=claims.clearance,
+            limits=self.limits, collections=self.collections, delegation=claims,
+        )
+
+
+def _public_key(name: str, value: str) -> Ed25519PublicKey:
+    """A peer's key from PEM text, a PEM file path, or base64 of the raw 32-byte key."""
+    text = value.strip()
+    try:
+        if text.startswith("-----BEGIN"):
+            key = serialization.load_pem_public_key(text.encode())
+        elif Path(text).expanduser().is_file():
+            key = serialization.load_pem_public_key(Path(text).expanduser().read_bytes())
+        else:
+            return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+    except (OSError, ValueError) as exc:  # binascii.Error is a ValueError
+        raise ConfigError(f"federation peer '{name}': its public_key is no PEM, PEM file or base64 raw Ed25519 "
+                          f"key ({exc})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"federation peer '{name}': its public_key is not an Ed25519 key")
+    return key
+
+
+def key_path(settings: Settings) -> Path:
+    """Where this gateway's signing key lives (default GARRISON_HOME/federation.key)."""
+    return settings.federation.key_file or settings.home / "federation.key"
+
+
+def load_signer(settings: Settings, clock: Clock = time.time) -> TokenSigner:
+    """This gateway's signer: its key file, created (Ed25519, PEM, mode 0600) when missing."""
+    from garrison.security.keys import write_private_file
+
+    name = settings.federation.name
+    if name is None:
+        raise ConfigError("a model with engine = \"garrison\" needs [federation] name (this gateway's name, "
+                          "which the central tier lists in [[federation.peers]])")
+    path = key_path(settings)
+    if not path.exists():
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        write_private_file(path, pem.decode())
+    try:
+        return TokenSigner.from_pem(path, name, clock)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"federation key {path} cannot be read: {exc}") from None
+
+
+def load_verifier(settings: Settings, clock: Clock = time.time) -> TokenVerifier | None:
+    """The check of peer tokens when `[[federation.peers]]` lists any (None otherwise)."""
+    federation = settings.federation
+    if not federation.peers:
+        return None
+    if federation.name is None:
+        raise ConfigError("[[federation.peers]] needs [federation] name: the audience peers address tokens to")
+    peers = [TrustedPeer.from_settings(p) for p in federation.peers]
+    return TokenVerifier(federation.name, peers, clock, seen_capacity=federation.replay_capacity)
+
+
+def looks_like_token(bearer: str) -> bool:
+    """Whether a bearer credential is shaped like a JWS (three base64url parts), not an API key."""
+    return bearer.count(".") == 2 and not bearer.startswith("gsk_")
+
+
+def public_key_text(signer: TokenSigner) -> str:
+    """The base64 of the raw public key: one line to paste into a peer's `public_key`."""
+    raw = signer.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
 
 
 class TokenVerifier:
@@ -118,7 +224,7 @@ class TokenVerifier:
         self, audience: str, peers: list[TrustedPeer], clock: Clock = time.time, *, seen_capacity: int = 100_000
     ) -> None:
         self.audience, self._clock = audience, clock
-        self._peers = {p.name: p for p in peers}
+        self.peers = {p.name: p for p in peers}
         self._seen: OrderedDict[str, float] = OrderedDict()  # token id -> expiry, oldest first
         self._capacity = seen_capacity
         self._lock = threading.Lock()
@@ -131,11 +237,11 @@ class TokenVerifier:
         try:
             header, claims = (json.loads(_unb64(p)) for p in parts[:2])
             signature = _unb64(parts[2])
-        except ValueError:
+        except (ValueError, RecursionError):  # binascii.Error and UnicodeDecodeError are ValueErrors
             raise Unauthenticated("malformed peer token", code="peer_token_invalid") from None
         if not isinstance(header, dict) or header.get("alg") != "EdDSA" or not isinstance(claims, dict):
             raise Unauthenticated("peer token is not EdDSA-signed", code="peer_token_invalid")
-        peer = self._peers.get(str(claims.get("iss")))
+        peer = self.peers.get(str(claims.get("iss")))
         if peer is None:
             raise Unauthenticated("peer token from an untrusted gateway", code="peer_untrusted")
         try:
@@ -147,10 +253,19 @@ class TokenVerifier:
     def _accept(self, peer: TrustedPeer, claims: dict[str, Any]) -> PeerClaims:
         now = self._clock()
         try:
-            exp, iat, jti = float(claims["exp"]), float(claims["iat"]), str(claims["jti"])
+            exp, iat, jti = float(claims["exp"]), float(claims["iat"]), claims["jti"]
             act = claims["act"]["sub"]
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise Unauthenticated("peer token lacks exp, iat, jti or act", code="peer_token_invalid") from None
+        if not (math.isfinite(exp) and math.isfinite(iat)):
+            raise Unauthenticated("peer token times are not finite", code="peer_token_invalid")
+        ids = (jti, claims.get("sub"), claims.get("rid"), claims.get("env"))
+        if not all(isinstance(v, str) and _ID.match(v) for v in ids):
+            raise Unauthenticated("peer token's jti, sub, rid or env is missing or malformed",
+                                  code="peer_token_invalid")
+        scopes = claims.get("scopes")
+        if not isinstance(scopes, list) or not all(isinstance(x, str) for x in scopes):
+            raise Unauthenticated("peer token's scopes are not a list of names", code="peer_token_invalid")
         if claims.get("aud") != self.audience:
             raise Unauthenticated("peer token is addressed to another gateway", code="peer_token_audience")
         if act != peer.name:
@@ -165,12 +280,13 @@ class TokenVerifier:
         with self._lock:
             while self._seen and (next(iter(self._seen.values())) <= now or len(self._seen) >= self._capacity):
                 self._seen.popitem(last=False)  # expired ones can no longer be replayed anyway
-            if jti in self._seen:
+            seen = f"{peer.name}:{jti}"
+            if seen in self._seen:
                 raise Unauthenticated("peer token was already used", code="peer_token_replayed")
-            self._seen[jti] = exp
+            self._seen[seen] = exp
         return PeerClaims(
             issuer=peer.name, key_id=str(claims.get("sub")), env=str(claims.get("env")),
             clearance=lower_clearance(clearance, peer.max_clearance),
-            scopes=tuple(str(s) for s in claims.get("scopes") or ()), request_id=str(claims.get("rid")),
+            scopes=tuple(scopes), request_id=str(claims.get("rid")),
             token_id=jti,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from garrison.errors import PermissionDenied, Unauthenticated
+from garrison.security.federation import TokenVerifier, looks_like_token
 from garrison.security.keys import KeyStore, parse_token
 from garrison.security.principal import CLEARANCES, SCOPES, Principal
 from garrison.security.quotas import Grant, Quotas
@@ -21,6 +22,7 @@ class Guard:
         self.quotas = quotas
         self.env = env
         self.clock = clock
+        self.peers: TokenVerifier | None = None  # [[federation.peers]]: bearer tokens of trusted gateways
 
     def authenticate(self, authorization_header: str | None) -> Principal:
         """Who is calling: the key in `Authorization: Bearer <key>`, or Unauthenticated saying why not."""
@@ -30,6 +32,8 @@ class Guard:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated(f"malformed Authorization header: expected 'Bearer <key>'; {_KEY_SHAPE}")
+        if looks_like_token(token):
+            return self._peer(token)
         parsed = parse_token(token)
         if parsed is None:
             raise Unauthenticated(f"malformed API key: {_KEY_SHAPE}")
@@ -57,6 +61,14 @@ class Guard:
                 code="wrong_environment",
             )
         return record.principal()
+
+    def _peer(self, token: str) -> Principal:
+        """A trusted gateway's forwarded request: its token verified (security/federation.py)."""
+        if self.peers is None:
+            raise Unauthenticated("this gateway accepts no peer tokens (no [[federation.peers]] configured)",
+                                  code="peer_untrusted")
+        claims = self.peers.verify(token)
+        return self.peers.peers[claims.issuer].principal(claims, self.env)
 
     def authorize(
         self,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from garrison.security.federation import PeerClaims
 
 ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "prod")
 SCOPES: tuple[str, ...] = (
@@ -40,6 +43,8 @@ class Principal:
     limits: Limits = field(default_factory=Limits)
     collections: frozenset[str] = frozenset({ANY_COLLECTION})
     policy: str | None = None  # guardrail policy name; None: the environment's default
+    # A request a trusted peer gateway forwarded (security/federation.py): who asked there, its request id.
+    delegation: PeerClaims | None = None
 
     @classmethod
     def anonymous(cls, env: str = "dev") -> Principal:

@@ -1,8 +1,10 @@
-"""Settings of a model served by remote engines: `[[models]] engine = "openai" | "ollama"` with its replicas."""
+"""Settings of a model served by remote engines: `[[models]] engine = "openai" | "ollama" | "garrison"`."""
 
 from __future__ import annotations
 
 import os
+import ssl
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -42,14 +44,45 @@ class HealthCheckConfig(BaseModel):
     timeout: float = Field(default=2.0, gt=0, description="Seconds a probe may take before it counts as failed.")
 
 
+class UpstreamTls(BaseModel):
+    """TLS toward the replicas (https URLs): whom to trust, and the client certificate for mutual TLS."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle that verifies the replicas' certificates (default: the system's)."
+    )
+    cert_file: Path | None = Field(default=None, description="Client certificate chain, PEM (mutual TLS).")
+    key_file: Path | None = Field(default=None, description="Its private key, PEM.")
+
+    @model_validator(mode="after")
+    def _pair(self) -> UpstreamTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls.cert_file and tls.key_file go together")
+        return self
+
+    def context(self) -> ssl.SSLContext | None:
+        """The client context (None: aiohttp's default verification); ConfigError when a file cannot be read."""
+        if self.ca_file is None and self.cert_file is None:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+            if self.cert_file is not None and self.key_file is not None:
+                context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"upstream TLS files cannot be loaded: {exc}") from None
+        return context
+
+
 class UpstreamModelConfig(BaseModel):
     """A model served by OpenAI-compatible (vLLM, TGI, llama-server, another garrison) or Ollama replicas."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, description="Stable model id clients use, e.g. 'llama-70b'.")
-    engine: Literal["openai", "ollama"] = Field(
-        description="'openai': an OpenAI-compatible API (base URL ends in /v1); 'ollama': Ollama's native /api."
+    engine: Literal["openai", "ollama", "garrison"] = Field(
+        description="'openai': an OpenAI-compatible API (base URL ends in /v1); 'ollama': Ollama's native /api; "
+        "'garrison': a central garrison's /v1, each request carrying a token signed by this gateway."
     )
     upstreams: list[str] = Field(
         min_length=1, description="Replica base URLs, e.g. ['http://gpu1:8000/v1'] or ['http://ws1:11434']."
@@ -86,6 +119,10 @@ class UpstreamModelConfig(BaseModel):
     eject_for: float = Field(default=10.0, gt=0, description="Seconds an ejected replica stays out (cooldown).")
     max_connections: int = Field(default=256, ge=1, description="Pooled connections per replica.")
     timeouts: UpstreamTimeouts = Field(default_factory=UpstreamTimeouts, description="Per-upstream timeouts.")
+    tls: UpstreamTls = Field(default_factory=UpstreamTls, description="TLS toward https replicas.")
+    audience: str | None = Field(
+        default=None, description="engine = 'garrison': the central tier's `federation.name` (tokens' `aud`)."
+    )
     health: HealthCheckConfig = Field(default_factory=HealthCheckConfig, description="Active health checks.")
 
     @field_validator("upstreams")
@@ -111,6 +148,13 @@ class UpstreamModelConfig(BaseModel):
             self.upstreams = [u.removesuffix("/api") for u in self.upstreams]
         if self.capabilities is None:
             self.capabilities = list(_DEFAULT_CAPABILITIES[self.kind])
+        if self.engine == "garrison":
+            if not self.audience:
+                raise ValueError("engine = 'garrison' needs `audience`: the central tier's federation.name")
+            if self.api_key_env is not None:
+                raise ValueError("engine = 'garrison' authenticates with signed tokens, not api_key_env")
+        elif self.audience is not None:
+            raise ValueError("`audience` is for engine = 'garrison' only")
         return self
 
     @property

@@ -29,6 +29,7 @@ from garrison.engines.upstream.integrity import Probe
 from garrison.engines.upstream.pool import ClientPool
 from garrison.engines.upstream.routing import Attempts, Replica, Router
 from garrison.errors import GarrisonError, UpstreamTimeout, UpstreamUnavailable
+from garrison.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class UpstreamEngine:
         )
         self.pool = ClientPool(
             max_connections=config.max_connections, connect_timeout=config.timeouts.connect,
-            api_key=config.api_key(),
+            api_key=config.api_key(), tls=config.tls.context(),
         )
         self.health = HealthChecker(
             self.router, self._probe, model=config.remote_name, pinned=config.revision,
@@ -106,7 +107,7 @@ class UpstreamEngine:
         path, body = self.wire.generation(request, self.config.remote_name, stream)
         started = time.perf_counter_ns()
         if not stream:
-            data = await self._call(path, _dumps(body))
+            data = await self._call(path, _dumps(body), request)
             for event in self.wire.whole(data, request, started):
                 yield event
             return
@@ -118,7 +119,7 @@ class UpstreamEngine:
             raise unsupported(self.config.id, "embeddings")
         await self.start()
         path, body = self.wire.embedding(request, self.config.remote_name)
-        return self.wire.embeddings(await self._call(path, _dumps(body)), request)
+        return self.wire.embeddings(await self._call(path, _dumps(body), request), request)
 
     async def start(self) -> None:
         """Start health checks; a model with a pinned revision first probes every replica once."""
@@ -156,6 +157,13 @@ class UpstreamEngine:
 
     # -- requests ------------------------------------------------------------------------------------------
 
+    def _headers(self, request: GenerationRequest | EmbeddingRequest | None) -> dict[str, str] | None:
+        """Headers of one attempt beyond the pool's (None for a probe's `request`); a subclass adds its own."""
+        return None
+
+    def _answered(self, request: GenerationRequest | EmbeddingRequest, replica: Replica, headers: Any) -> None:
+        """A replica answered `request` with a success status (a subclass notes what it needs)."""
+
     def _check_features(self, request: GenerationRequest) -> None:
         caps = self.config.capabilities or []
         if request.is_chat and "chat" not in caps:
@@ -171,13 +179,13 @@ class UpstreamEngine:
             self.router.succeeded(replica)  # it answered; the request was at fault
         raise error
 
-    async def _call(self, path: str, body: bytes) -> dict[str, Any]:
+    async def _call(self, path: str, body: bytes, request: GenerationRequest | EmbeddingRequest) -> dict[str, Any]:
         """POST a request whose answer is one JSON object, retrying on other replicas until one answers."""
         attempts = Attempts(self.router, self.config.id, self.config.retries)
         while True:
             replica = attempts.next()
             try:
-                data = await self._post(replica, path, body)
+                data = await self._post(replica, path, body, request)
             except ReplicaFailure as failure:
                 if attempts.failed(replica, failure):
                     continue
@@ -187,11 +195,14 @@ class UpstreamEngine:
             self.router.succeeded(replica)
             return data
 
-    async def _post(self, replica: Replica, path: str, body: bytes) -> dict[str, Any]:
+    async def _post(
+        self, replica: Replica, path: str, body: bytes, request: GenerationRequest | EmbeddingRequest
+    ) -> dict[str, Any]:
         url = replica.url + path
         total = self.config.timeouts.total
+        sent = self._headers(request)
         try:
-            async with asyncio.timeout(total), self.pool.session().post(url, data=body) as response:
+            async with asyncio.timeout(total), self.pool.session().post(url, data=body, headers=sent) as response:
                 raw = await response.read()
                 status, headers = response.status, response.headers
         except aiohttp.ClientError as exc:
@@ -200,6 +211,7 @@ class UpstreamEngine:
             raise ReplicaFailure(f"no complete answer within {total:g} s", "timeout") from None
         if status >= 300:
             self._raise_status(replica, status, raw, headers, path)
+        self._answered(request, replica, headers)
         return json_object(raw, url)
 
     async def _stream(
@@ -211,7 +223,7 @@ class UpstreamEngine:
             replica = attempts.next()
             decoder = self.wire.decoder(request, started)
             try:
-                response, first = await self._open(replica, path, body, decoder)
+                response, first = await self._open(replica, path, body, decoder, request)
                 break
             except ReplicaFailure as failure:
                 attempts.done(replica)
@@ -254,18 +266,20 @@ class UpstreamEngine:
                 response.close()  # the caller left or the stream broke: drop the connection now
 
     async def _open(
-        self, replica: Replica, path: str, body: bytes, decoder: StreamDecoder
+        self, replica: Replica, path: str, body: bytes, decoder: StreamDecoder, request: GenerationRequest
     ) -> tuple[aiohttp.ClientResponse, list[GenerationEvent]]:
         """Send the request and read up to the first event (within the first-token timeout)."""
         first_token = self.config.timeouts.first_token
         response: aiohttp.ClientResponse | None = None
         try:
             async with asyncio.timeout(first_token):
-                response = await self.pool.session().post(replica.url + path, data=body)
+                response = await self.pool.session().post(replica.url + path, data=body,
+                                                          headers=self._headers(request))
                 if response.status >= 300:
                     raw = await response.read()
                     response.release()
                     self._raise_status(replica, response.status, raw, response.headers, path)
+                self._answered(request, replica, response.headers)
                 while True:
                     line = await response.content.readline()
                     events = decoder.feed(line) if line else decoder.finish()
@@ -286,7 +300,7 @@ class UpstreamEngine:
 
     async def _probe(self, replica: Replica) -> Probe:
         url = replica.url + self.wire.probe_path
-        async with self.pool.session().get(url) as response:
+        async with self.pool.session().get(url, headers=self._headers(None)) as response:
             raw = await response.read()
             if response.status >= 300:
                 self._raise_status(replica, response.status, raw, response.headers, self.wire.probe_path)
@@ -303,10 +317,21 @@ async def _drain(response: aiohttp.ClientResponse, idle: float) -> bool:
     return response.content.at_eof()
 
 
-def create_engine(config: UpstreamModelConfig) -> UpstreamEngine:
-    """The engine for one `[[models]]` entry with engine = "openai" or "ollama"."""
+def create_engine(config: UpstreamModelConfig, settings: Settings | None = None) -> UpstreamEngine:
+    """The engine for one `[[models]]` entry with engine = "openai", "ollama" or "garrison" (which needs the
+    settings for this gateway's federation name and key)."""
     from garrison.engines.upstream.ollama import OllamaWire
     from garrison.engines.upstream.openai import OpenAIWire
+
+    if config.engine == "garrison":
+        from garrison.engines.upstream.garrison import GarrisonEngine
+        from garrison.errors import ConfigError
+        from garrison.security.federation import load_signer
+
+        if settings is None:
+            raise ConfigError(f"model '{config.id}': engine = 'garrison' needs the gateway's settings")
+        return GarrisonEngine(config, load_signer(settings), ttl_s=settings.federation.token_ttl_s,
+                              env=settings.auth.env)
 
     wire: Wire = OpenAIWire() if config.engine == "openai" else OllamaWire(config.context_length)
     return UpstreamEngine(config, wire)

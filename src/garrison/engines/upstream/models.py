@@ -1,4 +1,4 @@
-"""The `openai` and `ollama` engines in the engine registry: `[[models]]` entries in, engines out."""
+"""The `openai`, `ollama` and `garrison` engines in the engine registry: `[[models]]` entries in, engines out."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def create_engines(models: list[ModelInfo], settings: Settings) -> dict[str, Eng
     built: dict[str, Engine | Embedder] = {}
     for info in models:
         assert isinstance(info.details, UpstreamModelConfig)
-        built[info.id] = create_engine(info.details)
+        built[info.id] = create_engine(info.details, settings)
     return built
 
 
@@ -69,9 +69,9 @@ def upstream_of(engine: object, *, public: bool = False) -> dict[str, Any] | Non
     return state
 
 
-def probe_models(models: list[ModelInfo]) -> dict[str, dict[str, Any]]:
+def probe_models(models: list[ModelInfo], settings: Settings | None = None) -> dict[str, dict[str, Any]]:
     """Probe every replica of each remote model once, outside a server (`garrison models list`)."""
-    engines = {m.id: create_engine(m.details) for m in models if isinstance(m.details, UpstreamModelConfig)}
+    engines = {m.id: create_engine(m.details, settings) for m in models if isinstance(m.details, UpstreamModelConfig)}
 
     async def probe() -> dict[str, dict[str, Any]]:
         try:

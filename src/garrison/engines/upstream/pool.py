@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import aiohttp
 
@@ -14,8 +15,12 @@ class ClientPool:
     loop starts) and again if a different loop uses the engine.
     """
 
-    def __init__(self, *, max_connections: int, connect_timeout: float, api_key: str | None) -> None:
+    def __init__(
+        self, *, max_connections: int, connect_timeout: float, api_key: str | None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._max_connections = max_connections
+        self._tls = tls
         self._connect_timeout = connect_timeout
         self._headers = {"Content-Type": "application/json"}
         if api_key:
@@ -30,7 +35,8 @@ class ClientPool:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
             connector = aiohttp.TCPConnector(
-                limit=0, limit_per_host=self._max_connections, keepalive_timeout=60, ttl_dns_cache=300
+                limit=0, limit_per_host=self._max_connections, keepalive_timeout=60, ttl_dns_cache=300,
+                ssl=self._tls if self._tls is not None else True,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
