@@ -86,7 +86,8 @@ class LlamaCppServer(Process):
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_model_path()),
+        wrapper = Path(__file__).with_name("llama_cpp_server.py")  # the stock server, AMX buffers avoided
+        cmd = [sys.executable, str(wrapper), "--model", str(embedded_model_path()),
                "--model_alias", "up-model", "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "1024",
                "--n_threads", THREADS]
         super().__init__(cmd, f"{self.url}/v1/models", "llama_cpp.server")
