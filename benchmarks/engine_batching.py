@@ -563,7 +563,10 @@ def main() -> None:
         commands["llama_server"] = lambda port: [
             str(binary), "--model", str(model_path), "--alias", MODEL, "--host", "127.0.0.1", "--port", str(port),
             "--threads", str(args.threads), "--threads-batch", str(args.threads), "--parallel", "8",
-            "--ctx-size", str(CONTEXT * 8), "--no-webui"]
+            "--ctx-size", str(CONTEXT * 8), "--no-webui",
+            # no extra weight buffers: on an AMX CPU llama.cpp's AMX buffer segfaults at the first decode (issue
+            # 12); the embedded Q4_1 model is repacked only by AMX, so this is garrison's `auto` path, same kernels
+            "--no-repack"]
     ready = {"garrison": "/health", "llama_cpp_server": "/v1/models", "llama_server": "/health"}
     samples: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name in commands}
     r["prefix"] = {}
