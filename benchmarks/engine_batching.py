@@ -277,9 +277,29 @@ def serve_round(url: str, prompts: Prompts, levels: list[int], per_worker: int, 
 
 # -- child processes: direct llama-cpp-python and garrison's engine without HTTP --------------------------
 
+def no_extra_buffers() -> None:
+    """Make llama-cpp-python load models without extra weight buffers (its `Llama` has no such option).
+
+    On an AMX CPU llama.cpp's AMX buffer segfaults at the first decode (issue 12); the embedded Q4_1 model is
+    repacked by AMX only, so without extra buffers it runs the kernels garrison's `auto` path runs.
+    """
+    import llama_cpp.llama_cpp as low
+
+    default = low.llama_model_default_params
+
+    def params() -> Any:
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    low.llama_model_default_params = params
+
+
 def child_direct(threads: int, runs: int = 3) -> dict[str, Any]:
     """Single-stream generation with llama-cpp-python's high-level API, greedy, OUTPUT_TOKENS tokens."""
     from llama_cpp import Llama
+
+    no_extra_buffers()
 
     from garrison.registry import embedded_model_path
 
@@ -501,6 +521,13 @@ def write_doc(table: str) -> None:
 
 def main() -> None:
     global OUTPUT_TOKENS
+    if sys.argv[1:2] == ["--llama-cpp-server"]:  # llama_cpp.server without extra buffers (no_extra_buffers)
+        import runpy
+
+        no_extra_buffers()
+        sys.argv = ["llama_cpp.server", *sys.argv[2:]]
+        runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--levels", default="1,2,4,8,16")
@@ -553,7 +580,7 @@ def main() -> None:
             "--context-length", str(CONTEXT),
             "--no-embeddings", "--home", str(logs / "home")],
         "llama_cpp_server": lambda port: [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", MODEL,
+            sys.executable, __file__, "--llama-cpp-server", "--model", str(model_path), "--model_alias", MODEL,
             "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(args.threads),
             "--n_threads_batch", str(args.threads), "--n_ctx", str(CONTEXT), "--interrupt_requests", "False"],
     }
@@ -563,7 +590,10 @@ def main() -> None:
         commands["llama_server"] = lambda port: [
             str(binary), "--model", str(model_path), "--alias", MODEL, "--host", "127.0.0.1", "--port", str(port),
             "--threads", str(args.threads), "--threads-batch", str(args.threads), "--parallel", "8",
-            "--ctx-size", str(CONTEXT * 8), "--no-webui"]
+            "--ctx-size", str(CONTEXT * 8), "--no-webui",
+            # no extra weight buffers: on an AMX CPU llama.cpp's AMX buffer segfaults at the first decode (issue
+            # 12); the embedded Q4_1 model is repacked only by AMX, so this is garrison's `auto` path, same kernels
+            "--no-repack"]
     ready = {"garrison": "/health", "llama_cpp_server": "/v1/models", "llama_server": "/health"}
     samples: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name in commands}
     r["prefix"] = {}
