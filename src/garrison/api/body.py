@@ -3,7 +3,8 @@
 `curl -d`, LiteLLM's `ollama_chat/` provider and many scripts send JSON as a form or with no type at all.
 This ASGI middleware reads every body of a POST, PUT or PATCH once: JSON text is passed on labelled
 `application/json`, so every route parses it; anything else is a 400 in the surface's error shape, before
-any route runs. Text JSON cannot store (an unpaired UTF-16 surrogate such as `"\\ud800"`) is refused too.
+any route runs. Text JSON cannot store (an unpaired UTF-16 surrogate such as `"\\ud800"`) is refused too, and
+so is nesting deeper than `MAX_DEPTH` (each later parse and walk of the body would recurse that deep).
 Routes whose bodies are forms or uploads (the console, the document upload) are named as exempt and pass
 untouched.
 """
@@ -22,6 +23,21 @@ from garrison.errors import InvalidRequest
 
 _WITH_BODY = ("POST", "PUT", "PATCH")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# Arrays and objects inside one another: far more than any chat, tool schema or document request needs.
+MAX_DEPTH = 100
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (a scalar is 0), walked without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 def _unpaired_surrogate(value: Any) -> bool:
@@ -50,6 +66,10 @@ def json_problem(body: bytes) -> str | None:
         return "the request body is not valid JSON: it is not UTF-8 text"
     except ValueError as exc:
         return f"the request body is not valid JSON ({exc})"
+    except RecursionError:
+        return f"the request body nests arrays and objects more than {MAX_DEPTH} deep"
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        return f"the request body nests arrays and objects more than {MAX_DEPTH} deep"
     if _SURROGATE_ESCAPE.search(body) and _unpaired_surrogate(value):
         return "the request body is not valid JSON text: it contains an unpaired UTF-16 surrogate (\\ud800-\\udfff)"
     return None

@@ -117,12 +117,17 @@ _NO_DOWNLOADS = (
 @router.post("/pull")
 @router.post("/push")
 @router.post("/create")
-@router.post("/blobs/{digest}")
-@router.head("/blobs/{digest}")
 async def model_transfer(request: Request) -> Response:
     """Routes that would move models over the internet: 501, pointing at `garrison models add`."""
     await authorize(request, None)
     raise NotImplementedByServer(f"{request.url.path} is not supported: {_NO_DOWNLOADS}")
+
+
+@router.post("/blobs/{digest}")
+@router.head("/blobs/{digest}")
+async def model_blob(request: Request, digest: str) -> Response:
+    """Blob uploads for /api/create (the path names its parameter, so the OpenAPI document is valid): 501."""
+    return await model_transfer(request)
 
 
 @router.post("/copy")

@@ -76,7 +76,7 @@ class SamplingFields(_Body):
     model: str = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    n: int = Field(default=1, ge=1)
+    n: int = Field(default=1, ge=1, le=128)  # OpenAI's bound; engines refuse more than they decode side by side
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
