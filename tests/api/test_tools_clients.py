@@ -191,7 +191,11 @@ def test_embeddings_with_token_ids_say_what_to_send(openai_client) -> None:
 def test_ollama_client_tools_streamed_and_not(live_server) -> None:
     import ollama
 
-    client = ollama.Client(host=live_server.url, headers=live_server.headers)
+    with ollama.Client(host=live_server.url, headers=live_server.headers) as client:
+        _ollama_tools_streamed_and_not(client)
+
+
+def _ollama_tools_streamed_and_not(client: Any) -> None:
     show = client.show(MODEL)
     assert "tools" in (show.capabilities or [])
     options = {"temperature": 0, "num_predict": 64}

@@ -117,8 +117,8 @@ def test_per_request_documents_stream_citations_in_a_chunk_before_done(server: S
 def test_the_ollama_surface_grounds_and_cites_too(server: Server) -> None:
     import ollama
 
-    client = ollama.Client(host=server.url, headers=server.headers("bot"))
-    answer = client.chat(model="handbook", messages=QUESTION, options={"num_predict": 8, "temperature": 0})
+    with ollama.Client(host=server.url, headers=server.headers("bot")) as client:
+        answer = client.chat(model="handbook", messages=QUESTION, options={"num_predict": 8, "temperature": 0})
     assert answer.message.content is not None
     raw = httpx.post(f"{server.url}/api/chat", headers=server.headers("bot"), timeout=120, json={
         "model": "handbook", "messages": QUESTION, "stream": True, "options": {"num_predict": 8}}).text

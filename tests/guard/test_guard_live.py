@@ -31,8 +31,21 @@ def _key(live_server: Any, policy: str | None = None, **fields: Any) -> tuple[st
     return response.json()["key"], response.json()["id"]
 
 
+_CLIENTS: list[openai.OpenAI | ollama.Client] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Every client a test made is closed after it (their pooled sockets were left to the garbage collector)."""
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
 def _client(live_server: Any, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=live_server.openai_base, api_key=key, max_retries=0, timeout=120)
+    client = openai.OpenAI(base_url=live_server.openai_base, api_key=key, max_retries=0, timeout=120)
+    _CLIENTS.append(client)
+    return client
 
 
 def _ask(client: openai.OpenAI, text: str) -> Any:
@@ -98,6 +111,7 @@ def test_injection_is_blocked_with_the_policys_error_on_both_surfaces(live_serve
     assert isinstance(error, dict) and error["code"] == "policy_violation"
     assert error["message"] == "the request was blocked by the guardrail rule 'injection-block' (input)"
     client = ollama.Client(host=live_server.url, headers={"Authorization": f"Bearer {key}"})
+    _CLIENTS.append(client)
     with pytest.raises(ollama.ResponseError) as refused:
         client.chat(model=MODEL, messages=[{"role": "user", "content": attack}])
     assert refused.value.status_code == 400 and "injection-block" in refused.value.error
