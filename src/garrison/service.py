@@ -37,6 +37,7 @@ from garrison.errors import ContextLengthExceeded, EngineError, GarrisonError, I
 from garrison.guard.egress import model_trust
 from garrison.guard.stage import guard_stages
 from garrison.pipeline.ledger import Ledger, Origin, Outcome, Ticket, estimate_prompt_tokens
+from garrison.pipeline.offload import Offload
 from garrison.pipeline.stages import Caller, Stage, run_after, run_before, run_before_embed
 from garrison.registry import Kind, ModelInfo, ModelRegistry, build_registry
 from garrison.settings import Settings
@@ -73,6 +74,7 @@ class InferenceService:
         self._admission = {model_id: _Admission(limit) for model_id in engines}
         self.ledger = Ledger(security)
         self.stages: list[Stage] = list(stages)
+        self.offload = Offload()  # the ledger's store work, off the event loop
 
     @classmethod
     def from_settings(
@@ -139,7 +141,8 @@ class InferenceService:
                 if (state := upstream_of(engine, public=True)) is not None}
 
     async def aclose(self) -> None:
-        """Close every engine (at shutdown), each shielded from cancellation."""
+        """Close every engine (at shutdown), each shielded from cancellation; let the store threads go."""
+        self.offload.close()
         for model_id, engine in self._engines.items():
             with anyio.CancelScope(shield=True):
                 try:
@@ -188,13 +191,13 @@ class InferenceService:
                 asked = request.sampling.max_tokens
                 room = max(1, info.context_length - estimate_prompt_tokens(request))
                 completion = asked if asked is not None else room  # no max_tokens: up to the context
-                ticket = await anyio.to_thread.run_sync(
+                ticket = await self.offload.run(
                     lambda: ledger.admit(origin, caller, info.id, request, completion, open_ended=asked is None)
                 )
                 ticket.asked = asked
             except GarrisonError as exc:
                 if origin.records == 0:
-                    await anyio.to_thread.run_sync(ledger.refuse, origin, caller, request.model, request, exc)
+                    await self.offload.run(ledger.refuse, origin, caller, request.model, request, exc)
                 raise
             run = self._run(engine, request, caller, ticket)
             try:
@@ -223,7 +226,7 @@ class InferenceService:
                 meter.seen(event)
                 if isinstance(event, GenerationDone):
                     outcome = meter.outcome(ticket.origin, None)
-                    await anyio.to_thread.run_sync(self.ledger.finish, ticket, outcome)
+                    await self.offload.run(self.ledger.finish, ticket, outcome)
                     yield event
                     return
                 yield event
@@ -238,7 +241,7 @@ class InferenceService:
                 if not ticket.finished:
                     try:
                         outcome = meter.outcome(ticket.origin, failure)
-                        await anyio.to_thread.run_sync(self.ledger.finish, ticket, outcome)
+                        await self.offload.run(self.ledger.finish, ticket, outcome)
                     except Exception as exc:  # noqa: BLE001 - the request already failed or its client left
                         log.error("request %s: its end could not be recorded: %s", ticket.origin.request_id, exc)
 
@@ -292,10 +295,10 @@ class InferenceService:
                 if not request.inputs:
                     raise InvalidRequest("'input' must not be empty", param="input")
                 held.enter_context(self._admit(info.id))
-                ticket = await anyio.to_thread.run_sync(ledger.admit, origin, caller, info.id, request, 0)
+                ticket = await self.offload.run(ledger.admit, origin, caller, info.id, request, 0)
             except GarrisonError as exc:
                 if origin.records == 0:
-                    await anyio.to_thread.run_sync(ledger.refuse, origin, caller, request.model, request, exc)
+                    await self.offload.run(ledger.refuse, origin, caller, request.model, request, exc)
                 raise
             outcome = Outcome(0, 0, status=500, reason="the embedder did not finish")
             try:
@@ -307,7 +310,7 @@ class InferenceService:
                 raise
             finally:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(ledger.finish, ticket, outcome)
+                    await self.offload.run(ledger.finish, ticket, outcome)
             return result
 
 
