@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never, cast
 
 import anyio
 
@@ -75,6 +75,8 @@ class InferenceService:
         self.ledger = Ledger(security)
         self.stages: list[Stage] = list(stages)
         self.offload = Offload()  # the ledger's store work, off the event loop
+        # what each model's engine implements (a runtime Protocol check walks its attributes: not per request)
+        self._kinds: dict[str, tuple[Engine | Embedder, bool, bool]] = {}
 
     @classmethod
     def from_settings(
@@ -112,6 +114,14 @@ class InferenceService:
 
     def engine(self, model_id: str) -> Engine | Embedder:
         return self._engines[model_id]
+
+    def _kind(self, model_id: str) -> tuple[Engine | Embedder, bool, bool]:
+        """A model's engine, whether it generates and whether it embeds (checked once per engine object)."""
+        engine = self._engines[model_id]
+        known = self._kinds.get(model_id)
+        if known is None or known[0] is not engine:
+            known = self._kinds[model_id] = (engine, isinstance(engine, Engine), isinstance(engine, Embedder))
+        return known
 
     def load_state(self) -> dict[str, dict[str, int]]:
         """Running-or-waiting requests per model, for health and metrics."""
@@ -184,9 +194,10 @@ class InferenceService:
                 request = await run_before(self.stages, request, caller)
                 ledger.clear(caller, request.data_label)
                 info = self.model(request.model, "generate")
-                engine = self._engines[info.id]
-                if not isinstance(engine, Engine):
+                found, generates, _ = self._kind(info.id)
+                if not generates:
                     raise EngineError(f"model '{info.id}' has no generation engine")
+                engine = cast(Engine, found)
                 held.enter_context(self._admit(info.id))
                 asked = request.sampling.max_tokens
                 room = max(1, info.context_length - estimate_prompt_tokens(request))
@@ -289,9 +300,10 @@ class InferenceService:
                 ledger.clear(caller, request.data_label)
                 request = await run_before_embed(self.stages, request, caller)  # guardrails, egress
                 info = self.model(request.model, "embed")
-                embedder = self._engines[info.id]
-                if not isinstance(embedder, Embedder):
+                found, _, embeds = self._kind(info.id)
+                if not embeds:
                     raise EngineError(f"model '{info.id}' has no embedding engine")
+                embedder = cast(Embedder, found)
                 if not request.inputs:
                     raise InvalidRequest("'input' must not be empty", param="input")
                 held.enter_context(self._admit(info.id))
