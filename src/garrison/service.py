@@ -200,17 +200,20 @@ class InferenceService:
                 engine = cast(Engine, found)
                 held.enter_context(self._admit(info.id))
                 asked = request.sampling.max_tokens
-                room = max(1, info.context_length - estimate_prompt_tokens(request))
+                estimate = estimate_prompt_tokens(request)  # once: the stages are done with the prompt
+                room = max(1, info.context_length - estimate)
                 completion = asked if asked is not None else room  # no max_tokens: up to the context
                 ticket = await self.offload.run(
-                    lambda: ledger.admit(origin, caller, info.id, request, completion, open_ended=asked is None)
+                    lambda: ledger.admit(
+                        origin, caller, info.id, request, completion, open_ended=asked is None, estimate=estimate
+                    )
                 )
                 ticket.asked = asked
             except GarrisonError as exc:
                 if origin.records == 0:
                     await self.offload.run(ledger.refuse, origin, caller, request.model, request, exc)
                 raise
-            run = self._run(engine, request, caller, ticket)
+            run = self._run(engine, request, caller, ticket, estimate)
             try:
                 async for event in run:
                     yield event
@@ -219,10 +222,9 @@ class InferenceService:
                     await run.aclose()  # type: ignore[attr-defined]
 
     async def _run(
-        self, engine: Engine, request: GenerationRequest, caller: Caller, ticket: Ticket
+        self, engine: Engine, request: GenerationRequest, caller: Caller, ticket: Ticket, estimate: int
     ) -> AsyncIterator[GenerationEvent]:
         """An admitted generation: engine and stages, metered, settled and recorded however it ends."""
-        estimate = estimate_prompt_tokens(request)
         # the engine sees who it works for, and what it notes (an upstream's request id) joins the records
         shaped = dataclasses.replace(
             _within_limit(request, ticket.limit, estimate), on_behalf_of=caller, annotations=ticket.annotations

@@ -42,12 +42,16 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 async def get_generation(request: Request) -> Generation:
-    """The pipeline's handler bound to this HTTP request (its ids and client go into the audit records).
+    """The pipeline's handler bound to this HTTP request, for the key that is calling.
 
-    One dependency with no others under it: FastAPI's solving of a dependency tree costs on every request.
+    One dependency with none under it: FastAPI solves a dependency tree again on every request.
     """
     service: InferenceService = request.app.state.inference
-    caller = caller_of(request, service)
+    return bind_generation(request, service, caller_of(request, service))
+
+
+def bind_generation(request: Request, service: InferenceService, caller: Caller) -> Generation:
+    """The pipeline's handler bound to this HTTP request (its ids and client go into the audit records)."""
     ctx = get_context(request)
     origin = Origin(
         request_id=ctx.request_id if ctx.request_id != "-" else new_request_id(),
