@@ -1,43 +1,37 @@
-"""The pipeline's store work off the event loop: a thread pool of the service's own, cheap to hand work to.
+"""The pipeline's store work off the event loop: worker threads of the service's own, cheap to hand work to.
 
-`anyio.to_thread.run_sync` costs about 130 us a call on this machine (its capacity limiter, worker
-bookkeeping and wake-ups); `loop.run_in_executor` on a plain pool about 30 us. A request makes two hops
-(admission, settlement), so the saving is on every request. The semantics stay anyio's: a call that was
-started runs to its end, and a cancelled caller waits for it before the cancellation goes on, so an
-admission that reserved tokens and wrote its record is never lost to a client that left meanwhile.
+`anyio.to_thread.run_sync` costs about 130 us a call on this machine (capacity limiter, cancel scopes and
+worker bookkeeping); `loop.run_in_executor` about 30 us, but a `ThreadPoolExecutor` costs more CPU under load
+(its shared queue and its `concurrent.futures` futures with their conditions and callbacks). Here each call
+goes to the most recently idle worker's own queue and its result comes back with one `call_soon_threadsafe`.
+A request makes two hops (admission, settlement). The semantics stay anyio's: a call that was started runs
+to its end, and a cancelled caller waits for it, so an admission that reserved tokens and wrote its record is
+never lost to a client that left meanwhile: its result is returned and the cancellation delivered again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-# Group commit gathers the units of concurrent threads into one fsync: enough threads for the batches to grow.
-WORKERS = 32
+_Loop = asyncio.AbstractEventLoop
+_Item = tuple[_Loop, "asyncio.Future[Any]", contextvars.Context, Callable[..., Any], tuple[Any, ...]]
 
 
 class Offload:
-    """A thread pool for synchronous store work; `run` awaits one call in it. Reopened after `close`."""
+    """Threads for synchronous store work, started as needed (one per concurrent call), reused most recent
+    first; `run` awaits one call in one of them. `close` lets them go; a later `run` starts new ones."""
 
-    def __init__(self, workers: int = WORKERS) -> None:
-        self._workers = workers
-        self._pool: ThreadPoolExecutor | None = None
+    def __init__(self) -> None:
+        self._idle: list[_Worker] = []
         self._lock = threading.Lock()
-
-    def _executor(self) -> ThreadPoolExecutor:
-        pool = self._pool
-        if pool is None:
-            with self._lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="garrison-store")
-                pool = self._pool
-        return pool
+        self._generation = 0  # bumped by close: workers of an older generation end
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` in a worker thread (with this task's context variables); its result or exception.
@@ -45,30 +39,81 @@ class Offload:
         A cancellation waits for the call to finish; the call's result is returned and the cancellation is
         delivered again at the caller's next await (what was admitted gets settled, as a cancelled request).
         """
-        context = contextvars.copy_context()
-        future = asyncio.get_running_loop().run_in_executor(self._executor(), context.run, fn, *args)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+            generation = self._generation
+        if worker is None:
+            worker = _Worker(self, generation)
+            worker.start()
+        worker.inbox.put((loop, future, contextvars.copy_context(), fn, args))
         cancelled = False
         while True:
             try:
                 result = await asyncio.shield(future)
                 break
             except asyncio.CancelledError:
-                if future.cancelled():  # the pool was shut down under it
-                    raise
+                cancelled = True
                 if future.done():
                     result = future.result()  # it ended as the cancellation came: its value, or its own error
-                    cancelled = True
                     break
-                cancelled = True
         if cancelled:  # the caller gets what the call did (a ticket to settle), and its next await the cancellation
             task = asyncio.current_task()
             if task is not None:
                 task.cancel()
         return result
 
-    def close(self) -> None:
-        """Let the threads go once their calls end (the next `run` opens a new pool)."""
+    def _rest(self, worker: _Worker) -> bool:
+        """A worker finished a call: back to the idle list (True), or end (False) after a close."""
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False)
+            if worker.generation != self._generation:
+                return False
+            self._idle.append(worker)
+            return True
+
+    def close(self) -> None:
+        """Let the idle threads go now and busy ones once their call ends."""
+        with self._lock:
+            self._generation += 1
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.inbox.put(None)
+
+
+class _Worker(threading.Thread):
+    def __init__(self, pool: Offload, generation: int) -> None:
+        super().__init__(name="garrison-store", daemon=True)
+        self.pool, self.generation = pool, generation
+        self.inbox: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+
+    def run(self) -> None:
+        while True:
+            item = self.inbox.get()
+            if item is None:
+                return
+            loop, future, context, fn, args = item
+            try:
+                _deliver(loop, _succeed, future, context.run(fn, *args))
+            except BaseException as exc:  # noqa: BLE001 - the caller's to raise
+                _deliver(loop, _fail, future, exc)
+            del item, loop, future, context, fn, args  # no references held while idle
+            if not self.pool._rest(self):
+                return
+
+
+def _deliver(loop: _Loop, how: Callable[..., None], future: asyncio.Future[Any], value: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(how, future, value)
+    except RuntimeError:  # the loop closed meanwhile: nobody waits any more
+        pass
+
+
+def _succeed(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
