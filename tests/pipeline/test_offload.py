@@ -56,3 +56,21 @@ async def test_a_cancelled_caller_waits_for_the_call_and_gets_its_result_before_
     assert finished == ["reserved and recorded"]
     assert seen == ["ticket"]  # the caller had the ticket to settle, then the cancellation
     offload.close()
+
+
+async def test_at_most_max_workers_threads_and_calls_beyond_them_wait_their_turn() -> None:
+    offload = Offload(max_workers=2)
+    release = threading.Event()
+    threads: list[int] = []
+
+    def call(i: int) -> int:
+        threads.append(threading.get_ident())
+        release.wait()
+        return i
+
+    calls = [asyncio.create_task(offload.run(call, i)) for i in range(12)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*calls) == list(range(12))  # every call ran, each result to its caller
+    assert len(threads) == 12 and len(set(threads)) <= 2
+    offload.close()

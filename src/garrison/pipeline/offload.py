@@ -15,6 +15,7 @@ import asyncio
 import contextvars
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,11 +26,15 @@ _Item = tuple[_Loop, "asyncio.Future[Any]", contextvars.Context, Callable[..., A
 
 
 class Offload:
-    """Threads for synchronous store work, started as needed (one per concurrent call), reused most recent
-    first; `run` awaits one call in one of them. `close` lets them go; a later `run` starts new ones."""
+    """Threads for synchronous store work, started as needed (one per concurrent call, at most `max_workers`;
+    beyond that calls wait their turn), reused most recent first; `run` awaits one call in one of them.
+    `close` lets them go; a later `run` starts new ones."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_workers: int = 32) -> None:
         self._idle: list[_Worker] = []
+        self._waiting: deque[_Item] = deque()  # calls made while max_workers threads were all busy
+        self._workers = 0  # live threads of the current generation
+        self._max_workers = max_workers
         self._lock = threading.Lock()
         self._generation = 0  # bumped by close: workers of an older generation end
 
@@ -41,13 +46,19 @@ class Offload:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        item: _Item = (loop, future, contextvars.copy_context(), fn, args)
+        worker: _Worker | None = None
         with self._lock:
-            worker = self._idle.pop() if self._idle else None
-            generation = self._generation
-        if worker is None:
-            worker = _Worker(self, generation)
-            worker.start()
-        worker.inbox.put((loop, future, contextvars.copy_context(), fn, args))
+            if self._idle:
+                worker = self._idle.pop()
+            elif self._workers < self._max_workers:
+                self._workers += 1
+                worker = _Worker(self, self._generation)
+                worker.start()
+            else:  # every thread is busy: the next one to finish its call takes this one (under the same lock)
+                self._waiting.append(item)
+        if worker is not None:
+            worker.inbox.put(item)
         cancelled = False
         while True:
             try:
@@ -64,18 +75,21 @@ class Offload:
                 task.cancel()
         return result
 
-    def _rest(self, worker: _Worker) -> bool:
-        """A worker finished a call: back to the idle list (True), or end (False) after a close."""
+    def _rest(self, worker: _Worker) -> _Item | bool:
+        """A worker finished a call: a waiting call to run next, back to the idle list (True), or end (False)."""
         with self._lock:
+            if self._waiting:
+                return self._waiting.popleft()
             if worker.generation != self._generation:
                 return False
             self._idle.append(worker)
             return True
 
     def close(self) -> None:
-        """Let the idle threads go now and busy ones once their call ends."""
+        """Let the idle threads go now and busy ones once their call (and any waiting call) ends."""
         with self._lock:
             self._generation += 1
+            self._workers = 0
             idle, self._idle = self._idle, []
         for worker in idle:
             worker.inbox.put(None)
@@ -88,18 +102,18 @@ class _Worker(threading.Thread):
         self.inbox: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
 
     def run(self) -> None:
-        while True:
-            item = self.inbox.get()
-            if item is None:
-                return
+        item: _Item | None = self.inbox.get()
+        while item is not None:
             loop, future, context, fn, args = item
             try:
                 _deliver(loop, _succeed, future, context.run(fn, *args))
             except BaseException as exc:  # noqa: BLE001 - the caller's to raise
                 _deliver(loop, _fail, future, exc)
             del item, loop, future, context, fn, args  # no references held while idle
-            if not self.pool._rest(self):
+            following = self.pool._rest(self)
+            if following is False:
                 return
+            item = self.inbox.get() if following is True else following
 
 
 def _deliver(loop: _Loop, how: Callable[..., None], future: asyncio.Future[Any], value: Any) -> None:
