@@ -306,7 +306,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _wait_ready(mock_base + "/models", mock, "the mock upstream")
         targets = [Target("direct", mock_base, None, mock.pid)]
         homes: dict[str, Path] = {}
-        gateways = [(name, group, durability, env) for name, group, durability in GATEWAYS]
+        gateways = [(name, group, durability, env) for name, group, durability in GATEWAYS
+                    if args.gateways is None or name in args.gateways]
         if args.baseline:  # the default configuration, served from another source tree (the code before a change)
             src = str(args.baseline.resolve())
             gateways.append(("garrison_before", True, "admission", {**env, "PYTHONPATH": src}))
@@ -439,6 +440,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--baseline", type=Path, help="Also serve garrison (default settings) from this src/ "
                         "directory, as the target garrison_before: the code before a change, in the same run.")
+    parser.add_argument("--gateways", nargs="*", choices=[name for name, _, _ in GATEWAYS],
+                        help="Only these of garrison's configurations (default: all; quick iterations).")
     parser.add_argument("--soak", type=int, default=100_000, help="Requests for garrison's RSS soak.")
     parser.add_argument("--soak-others", type=int, default=10_000, help="Soak requests for the other gateways.")
     parser.add_argument("--soak-budget", type=float, default=180.0, help="Seconds a soak may take at most.")

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never, cast
 
 import anyio
 
@@ -37,6 +37,7 @@ from garrison.errors import ContextLengthExceeded, EngineError, GarrisonError, I
 from garrison.guard.egress import model_trust
 from garrison.guard.stage import guard_stages
 from garrison.pipeline.ledger import Ledger, Origin, Outcome, Ticket, estimate_prompt_tokens
+from garrison.pipeline.offload import Offload
 from garrison.pipeline.stages import Caller, Stage, run_after, run_before, run_before_embed
 from garrison.registry import Kind, ModelInfo, ModelRegistry, build_registry
 from garrison.settings import Settings
@@ -73,6 +74,9 @@ class InferenceService:
         self._admission = {model_id: _Admission(limit) for model_id in engines}
         self.ledger = Ledger(security)
         self.stages: list[Stage] = list(stages)
+        self.offload = Offload()  # the ledger's store work, off the event loop
+        # what each model's engine implements (a runtime Protocol check walks its attributes: not per request)
+        self._kinds: dict[str, tuple[Engine | Embedder, bool, bool]] = {}
 
     @classmethod
     def from_settings(
@@ -111,6 +115,14 @@ class InferenceService:
     def engine(self, model_id: str) -> Engine | Embedder:
         return self._engines[model_id]
 
+    def _kind(self, model_id: str) -> tuple[Engine | Embedder, bool, bool]:
+        """A model's engine, whether it generates and whether it embeds (checked once per engine object)."""
+        engine = self._engines[model_id]
+        known = self._kinds.get(model_id)
+        if known is None or known[0] is not engine:
+            known = self._kinds[model_id] = (engine, isinstance(engine, Engine), isinstance(engine, Embedder))
+        return known
+
     def load_state(self) -> dict[str, dict[str, int]]:
         """Running-or-waiting requests per model, for health and metrics."""
         return {k: {"in_flight": a.in_flight, "limit": a.limit} for k, a in self._admission.items()}
@@ -139,7 +151,8 @@ class InferenceService:
                 if (state := upstream_of(engine, public=True)) is not None}
 
     async def aclose(self) -> None:
-        """Close every engine (at shutdown), each shielded from cancellation."""
+        """Close every engine (at shutdown), each shielded from cancellation; let the store threads go."""
+        self.offload.close()
         for model_id, engine in self._engines.items():
             with anyio.CancelScope(shield=True):
                 try:
@@ -181,22 +194,26 @@ class InferenceService:
                 request = await run_before(self.stages, request, caller)
                 ledger.clear(caller, request.data_label)
                 info = self.model(request.model, "generate")
-                engine = self._engines[info.id]
-                if not isinstance(engine, Engine):
+                found, generates, _ = self._kind(info.id)
+                if not generates:
                     raise EngineError(f"model '{info.id}' has no generation engine")
+                engine = cast(Engine, found)
                 held.enter_context(self._admit(info.id))
                 asked = request.sampling.max_tokens
-                room = max(1, info.context_length - estimate_prompt_tokens(request))
+                estimate = estimate_prompt_tokens(request)  # once: the stages are done with the prompt
+                room = max(1, info.context_length - estimate)
                 completion = asked if asked is not None else room  # no max_tokens: up to the context
-                ticket = await anyio.to_thread.run_sync(
-                    lambda: ledger.admit(origin, caller, info.id, request, completion, open_ended=asked is None)
+                ticket = await self.offload.run(
+                    lambda: ledger.admit(
+                        origin, caller, info.id, request, completion, open_ended=asked is None, estimate=estimate
+                    )
                 )
                 ticket.asked = asked
             except GarrisonError as exc:
                 if origin.records == 0:
-                    await anyio.to_thread.run_sync(ledger.refuse, origin, caller, request.model, request, exc)
+                    await self.offload.run(ledger.refuse, origin, caller, request.model, request, exc)
                 raise
-            run = self._run(engine, request, caller, ticket)
+            run = self._run(engine, request, caller, ticket, estimate)
             try:
                 async for event in run:
                     yield event
@@ -205,10 +222,9 @@ class InferenceService:
                     await run.aclose()  # type: ignore[attr-defined]
 
     async def _run(
-        self, engine: Engine, request: GenerationRequest, caller: Caller, ticket: Ticket
+        self, engine: Engine, request: GenerationRequest, caller: Caller, ticket: Ticket, estimate: int
     ) -> AsyncIterator[GenerationEvent]:
         """An admitted generation: engine and stages, metered, settled and recorded however it ends."""
-        estimate = estimate_prompt_tokens(request)
         # the engine sees who it works for, and what it notes (an upstream's request id) joins the records
         shaped = dataclasses.replace(
             _within_limit(request, ticket.limit, estimate), on_behalf_of=caller, annotations=ticket.annotations
@@ -223,7 +239,7 @@ class InferenceService:
                 meter.seen(event)
                 if isinstance(event, GenerationDone):
                     outcome = meter.outcome(ticket.origin, None)
-                    await anyio.to_thread.run_sync(self.ledger.finish, ticket, outcome)
+                    await self.offload.run(self.ledger.finish, ticket, outcome)
                     yield event
                     return
                 yield event
@@ -238,7 +254,7 @@ class InferenceService:
                 if not ticket.finished:
                     try:
                         outcome = meter.outcome(ticket.origin, failure)
-                        await anyio.to_thread.run_sync(self.ledger.finish, ticket, outcome)
+                        await self.offload.run(self.ledger.finish, ticket, outcome)
                     except Exception as exc:  # noqa: BLE001 - the request already failed or its client left
                         log.error("request %s: its end could not be recorded: %s", ticket.origin.request_id, exc)
 
@@ -286,16 +302,17 @@ class InferenceService:
                 ledger.clear(caller, request.data_label)
                 request = await run_before_embed(self.stages, request, caller)  # guardrails, egress
                 info = self.model(request.model, "embed")
-                embedder = self._engines[info.id]
-                if not isinstance(embedder, Embedder):
+                found, _, embeds = self._kind(info.id)
+                if not embeds:
                     raise EngineError(f"model '{info.id}' has no embedding engine")
+                embedder = cast(Embedder, found)
                 if not request.inputs:
                     raise InvalidRequest("'input' must not be empty", param="input")
                 held.enter_context(self._admit(info.id))
-                ticket = await anyio.to_thread.run_sync(ledger.admit, origin, caller, info.id, request, 0)
+                ticket = await self.offload.run(ledger.admit, origin, caller, info.id, request, 0)
             except GarrisonError as exc:
                 if origin.records == 0:
-                    await anyio.to_thread.run_sync(ledger.refuse, origin, caller, request.model, request, exc)
+                    await self.offload.run(ledger.refuse, origin, caller, request.model, request, exc)
                 raise
             outcome = Outcome(0, 0, status=500, reason="the embedder did not finish")
             try:
@@ -307,7 +324,7 @@ class InferenceService:
                 raise
             finally:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(ledger.finish, ticket, outcome)
+                    await self.offload.run(ledger.finish, ticket, outcome)
             return result
 
 

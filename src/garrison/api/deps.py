@@ -22,7 +22,7 @@ async def get_service(request: Request) -> InferenceService:
 ServiceDep = Annotated[InferenceService, Depends(get_service)]
 
 
-async def get_caller(request: Request, service: ServiceDep) -> Caller:
+def caller_of(request: Request, service: InferenceService) -> Caller:
     """Who is calling: the key the middleware authenticated, or the anonymous caller when auth is off."""
     security = getattr(request.app.state, "security", None)
     if security is None or not security.auth_enabled:
@@ -34,10 +34,23 @@ async def get_caller(request: Request, service: ServiceDep) -> Caller:
     return principal
 
 
+async def get_caller(request: Request, service: ServiceDep) -> Caller:
+    return caller_of(request, service)
+
+
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-async def get_generation(request: Request, service: ServiceDep, caller: CallerDep) -> Generation:
+async def get_generation(request: Request) -> Generation:
+    """The pipeline's handler bound to this HTTP request, for the key that is calling.
+
+    One dependency with none under it: FastAPI solves a dependency tree again on every request.
+    """
+    service: InferenceService = request.app.state.inference
+    return bind_generation(request, service, caller_of(request, service))
+
+
+def bind_generation(request: Request, service: InferenceService, caller: Caller) -> Generation:
     """The pipeline's handler bound to this HTTP request (its ids and client go into the audit records)."""
     ctx = get_context(request)
     origin = Origin(

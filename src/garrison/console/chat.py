@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
-from garrison.api.deps import get_generation
+from garrison.api.deps import bind_generation
 from garrison.api.streaming import sse
 from garrison.console.app import Console
 from garrison.console.auth import SignedIn
@@ -144,7 +144,7 @@ async def ask(request: Request, console: Console, who: SignedIn, conv: Conversat
         model=conv.model, messages=messages,
         sampling=SamplingParams(max_tokens=console.settings.console.max_tokens, temperature=0.7),
     )
-    generation = await get_generation(request, console.inference, who.user.principal())
+    generation = bind_generation(request, console.inference, who.user.principal())
     gen.request_id = generation.origin.request_id
     if wants_stream(request):
         framer = ConsoleFramer(console, who, conv, question, gen.request_id, new=new)

@@ -157,6 +157,7 @@ class Ledger:
         completion_tokens: int,
         *,
         open_ended: bool = False,
+        estimate: int | None = None,
     ) -> Ticket:
         """Reserve the request's tokens and write its `request.admitted` record, atomically: durable before the
         engine runs, or (`audit.durability = "answer"`) with the request's end, before its answer.
@@ -168,14 +169,13 @@ class Ledger:
         security = self.security
         if security is None:
             return ticket
+        prompt = estimate if estimate is not None else estimate_prompt_tokens(request)  # the caller may know it
         try:
             if not security.audit.ready():  # records queued in an outage go first: this one joins them
-                return self._admit_offline(ticket, request, completion_tokens, open_ended)
+                return self._admit_offline(ticket, request, completion_tokens, open_ended, prompt)
             with security.audit.transaction(durable=False):  # durable now, or with its end (durability 'answer')
                 if not caller.is_anonymous:
-                    ticket.grant = security.guard.admit(
-                        caller, estimate_prompt_tokens(request), completion_tokens, open_ended=open_ended
-                    )
+                    ticket.grant = security.guard.admit(caller, prompt, completion_tokens, open_ended=open_ended)
                 if ticket.grant is not None and ticket.grant.via not in ("store", "redis"):
                     ticket.annotations["limits"] = ticket.grant.via  # degraded: shared limits unreachable
                 details = dict(ticket.annotations)
@@ -188,12 +188,13 @@ class Ledger:
         except AuditWriteError as exc:
             if not security.store_outage(exc):
                 raise
-            return self._admit_offline(ticket, request, completion_tokens, open_ended)
+            return self._admit_offline(ticket, request, completion_tokens, open_ended, prompt)
         origin.records += 1
         return ticket
 
     def _admit_offline(
-        self, ticket: Ticket, request: GenerationRequest | EmbeddingRequest, completion_tokens: int, open_ended: bool
+        self, ticket: Ticket, request: GenerationRequest | EmbeddingRequest, completion_tokens: int, open_ended: bool,
+        prompt: int,
     ) -> Ticket:
         """Admission while the shared store is unreachable: memory or Redis buckets, the record queued on disk."""
         security, caller = self.security, ticket.caller
@@ -201,9 +202,7 @@ class Ledger:
         ticket.annotations["store"] = OFFLINE
         try:
             if not caller.is_anonymous:
-                ticket.grant = security.offline.admit(
-                    caller, estimate_prompt_tokens(request), completion_tokens, open_ended=open_ended
-                )
+                ticket.grant = security.offline.admit(caller, prompt, completion_tokens, open_ended=open_ended)
         except GarrisonError as exc:  # RateLimited, or StoreUnavailable for a daily budget
             self.refuse(ticket.origin, caller, ticket.model, request, exc)
             raise

@@ -138,7 +138,7 @@ class Quotas:
             left: int | None = None
             spent = 0
             if limits.daily_tokens is not None:
-                spent = self._usage.tokens_on(key, utc_day(now)) + self._reserved(conn, key, utc_day(now), now)
+                spent = self._spent(conn, key, utc_day(now), now)
                 left = limits.daily_tokens - spent
             reserved, limit, via = self._take(conn, principal, Ask(ask, least, open_ended, left, spent), now)
             reservation = None
@@ -154,14 +154,13 @@ class Quotas:
         """Check rpm, the daily budget and tpm in that order, then charge the buckets (in the store's
         transaction); returns the tokens reserved, the request's token limit, and where the buckets live."""
         limits, key = principal.limits, principal.key_id
-        rpm = self._bucket(conn, key, "rpm", limits.rpm, now)
+        rpm, tpm = self._buckets(conn, key, limits.rpm, limits.tpm, now)
         if rpm is not None and (wait := rpm.wait_for(1)) > 0:
             raise rpm_exceeded(limits.rpm, wait)
         limit = ask.left
         if ask.left is not None and ask.left < ask.least:
             raise daily_exceeded(limits.daily_tokens, ask, now)
         capacity = limits.tpm
-        tpm = self._bucket(conn, key, "tpm", capacity, now)
         if tpm is not None and capacity is not None:
             if not ask.tokens:
                 need, cap = 0, capacity
@@ -176,10 +175,9 @@ class Quotas:
         limit = reserved if limit is not None else None  # a request never spends past what it holds
         if rpm is not None:
             rpm.charge(1)
-            self._save(conn, key, "rpm", rpm)
         if tpm is not None:
             tpm.charge(reserved)
-            self._save(conn, key, "tpm", tpm)
+        self._save(conn, key, ("rpm", rpm), ("tpm", tpm))
         return reserved, limit, "store"
 
     def settle(
@@ -208,7 +206,7 @@ class Quotas:
             now = self._clock()
             if limits.daily_tokens is not None:
                 day = utc_day(now)
-                spent = self._usage.tokens_on(key, day) + self._reserved(conn, key, day, now)
+                spent = self._spent(conn, key, day, now)
                 extra = min(extra, max(0, limits.daily_tokens - spent))
             extra = self._extend_tpm(conn, principal, grant, extra, now)
             if extra <= 0:
@@ -228,7 +226,7 @@ class Quotas:
         tpm = self._bucket(conn, principal.key_id, "tpm", principal.limits.tpm, now)
         if tpm is not None:
             tpm.charge(amount)
-            self._save(conn, principal.key_id, "tpm", tpm)
+            self._save(conn, principal.key_id, ("tpm", tpm))
 
     def _extend_tpm(self, conn: Conn, principal: Principal, grant: Grant, extra: int, now: float) -> int:
         """Take up to `extra` more tokens from the tpm bucket, as many as it holds; returns those taken."""
@@ -238,7 +236,7 @@ class Quotas:
         extra = min(extra, max(0, math.floor(tpm.level)))
         if extra > 0:
             tpm.charge(extra)
-            self._save(conn, principal.key_id, "tpm", tpm)
+            self._save(conn, principal.key_id, ("tpm", tpm))
         return extra
 
     def health(self) -> dict[str, str]:
@@ -248,31 +246,59 @@ class Quotas:
     def close(self) -> None:
         """Release what the buckets hold open (nothing for the store's own)."""
 
-    def _reserved(self, conn: sqlite3.Connection, key: str, day: str, now: float) -> int:
+    def _spent(self, conn: Conn, key: str, day: str, now: float) -> int:
+        """Tokens a key used on `day` plus those reserved by requests running now: one statement."""
         row = conn.execute(
-            "SELECT COALESCE(SUM(tokens), 0) FROM quota_reservations WHERE key_id = ? AND day = ? AND expires_at > ?",
-            (key, day, now),
+            "SELECT (SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage_daily "
+            "WHERE key_id = ? AND day = ?) + (SELECT COALESCE(SUM(tokens), 0) FROM quota_reservations "
+            "WHERE key_id = ? AND day = ? AND expires_at > ?)",
+            (key, day, key, day, now),
         ).fetchone()
         return int(row[0])
 
-    def _bucket(
-        self, conn: sqlite3.Connection, key: str, kind: str, limit: int | None, now: float
-    ) -> TokenBucket | None:
+    def _buckets(
+        self, conn: Conn, key: str, rpm: int | None, tpm: int | None, now: float
+    ) -> tuple[TokenBucket | None, TokenBucket | None]:
+        """A key's rpm and tpm buckets, brought up to date, in one read; the row of a limit the key no longer
+        has is dropped."""
+        rows = {row[0]: row for row in conn.execute(
+            "SELECT kind, level, updated FROM quota_buckets WHERE key_id = ?", (key,)
+        ).fetchall()}
+        found: list[TokenBucket | None] = []
+        for kind, limit in (("rpm", rpm), ("tpm", tpm)):
+            row = rows.get(kind)
+            if limit is None:
+                if row is not None:
+                    conn.execute("DELETE FROM quota_buckets WHERE key_id = ? AND kind = ?", (key, kind))
+                found.append(None)
+                continue
+            found.append(self._refilled(row, limit, now))
+        return found[0], found[1]
+
+    def _bucket(self, conn: Conn, key: str, kind: str, limit: int | None, now: float) -> TokenBucket | None:
         if limit is None:
-            conn.execute("DELETE FROM quota_buckets WHERE key_id = ? AND kind = ?", (key, kind))
-            return None
+            return None  # a bucket left from an older limit is dropped at the key's next admission
         row = conn.execute(
-            "SELECT level, updated FROM quota_buckets WHERE key_id = ? AND kind = ?", (key, kind)
+            "SELECT kind, level, updated FROM quota_buckets WHERE key_id = ? AND kind = ?", (key, kind)
         ).fetchone()
+        return self._refilled(row, limit, now)
+
+    @staticmethod
+    def _refilled(row: sqlite3.Row | None, limit: int, now: float) -> TokenBucket:
         if row is None:
             return TokenBucket(limit, now)
-        bucket = TokenBucket(limit, float(row["updated"]), float(row["level"]))
+        bucket = TokenBucket(limit, float(row[2]), float(row[1]))
         bucket.refill(now, limit)
         return bucket
 
-    def _save(self, conn: sqlite3.Connection, key: str, kind: str, bucket: TokenBucket) -> None:
+    def _save(self, conn: Conn, key: str, *buckets: tuple[str, TokenBucket | None]) -> None:
+        """Write the buckets given (None ones are skipped), in one statement."""
+        values = [(kind, bucket) for kind, bucket in buckets if bucket is not None]
+        if not values:
+            return
         conn.execute(
-            "INSERT INTO quota_buckets (key_id, kind, level, updated) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (key_id, kind) DO UPDATE SET level = excluded.level, updated = excluded.updated",
-            (key, kind, bucket.level, bucket.updated),
+            "INSERT INTO quota_buckets (key_id, kind, level, updated) VALUES "
+            + ", ".join("(?, ?, ?, ?)" for _ in values)
+            + " ON CONFLICT (key_id, kind) DO UPDATE SET level = excluded.level, updated = excluded.updated",
+            [item for kind, bucket in values for item in (key, kind, bucket.level, bucket.updated)],
         )
