@@ -284,7 +284,9 @@ def test_audit_page_verifies_the_chain_and_filters(driver: WebDriver, site: Site
     assert result.text.startswith("audit log intact:") and "signatures verified" in result.text
     screenshot(driver, "admin-audit", site.shots)
     driver.find_element(By.ID, "a-decision").send_keys("deny")
+    unfiltered = driver.find_element(By.CSS_SELECTOR, "table.audit")
     driver.find_element(By.CSS_SELECTOR, ".filters button").click()
+    wait_for(driver, ec.staleness_of(unfiltered))  # the filtered page has replaced this one
     rows = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "table.audit tbody tr.deny"))
     assert not driver.find_elements(By.CSS_SELECTOR, "table.audit tbody tr.allow")
     assert any("nobody-at-all" in row.text for row in rows)
