@@ -72,7 +72,8 @@ def test_models_are_engine_neutral_with_gguf_details_inside(tmp_path: Path) -> N
 
 def test_an_unknown_engine_is_a_config_error_naming_the_known_ones(gguf: Path, tmp_path: Path) -> None:
     settings = load_settings(home=tmp_path, models=[{"id": "x", "path": str(gguf), "engine": "nope"}])
-    with pytest.raises(ConfigError, match="unknown engine 'nope'; known: garrison, llama, ollama, onnx-embeddings, openai"):
+    known = "garrison, llama, ollama, onnx-embeddings, openai"
+    with pytest.raises(ConfigError, match=f"unknown engine 'nope'; known: {known}"):
         build_registry(settings)
 
 
