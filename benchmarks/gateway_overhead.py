@@ -6,10 +6,15 @@ process. The same chat completions, non-streamed and streamed, go to it
   garrison          through `garrison serve` (auth + quotas + audit on, group commit on), engine = "openai"
   garrison_answer   the same with `audit.durability = "answer"` (one fsync per request instead of two)
   garrison_nogroup  garrison with `audit.group_commit = false` (each request commits alone: two fsyncs)
+  floor             the least a Python gateway can do: a FastAPI route that relays the body to the mock over a
+                    pooled aiohttp session (uvicorn, uvloop, httptools), no auth, no quotas, no audit
   litellm           through LiteLLM's proxy (one worker, its own venv, the same mock, a master key)
 at concurrency 1, 16 and 64, interleaved round by round in shuffled order so drift hits every target alike.
 Added latency is a target's percentile minus direct's; requests/s at saturation is the c=64 rate; RSS of the
-garrison process is read before and after a soak of `--soak` requests.
+garrison process is read before and after a soak of `--soak` requests. CPU time per request of each gateway
+process (user and system, all its threads) is read around its segments at c=1, and an fsync-ed SQLite commit
+on the gateways' disk is timed: together with `floor` they bound what any Python gateway with a durable audit
+record can add here.
 
     PYTHONPATH=src python benchmarks/gateway_overhead.py [--litellm /tmp/litellm-venv/bin/litellm]
 """
@@ -35,6 +40,7 @@ from typing import Any
 
 import aiohttp
 import psutil
+from fastapi import Request  # at module level: the floor route's annotation is resolved from here
 
 LEVELS = (1, 16, 64)
 # garrison's configurations: name, audit.group_commit, audit.durability
@@ -118,6 +124,57 @@ def serve_mock(port: int) -> None:
     uvloop.run(main())
 
 
+def serve_floor(port: int, upstream: str) -> None:
+    """The `floor` target: the HTTP work every Python gateway does, and nothing else (no checks, no records)."""
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.responses import Response, StreamingResponse
+
+    app = FastAPI()
+    pool: dict[str, aiohttp.ClientSession] = {}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        session = pool.get("s") or pool.setdefault("s", aiohttp.ClientSession())
+        upstream_response = await session.post(upstream + "/chat/completions", json={**body, "model": "mock"})
+        if not body.get("stream"):
+            async with upstream_response:
+                return Response(await upstream_response.read(), media_type="application/json")
+
+        async def relay() -> Any:
+            async with upstream_response:
+                async for chunk in upstream_response.content.iter_any():
+                    yield chunk
+
+        return StreamingResponse(relay(), media_type="text/event-stream")
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", loop="uvloop", http="httptools")
+
+
+def fsync_commit_ms(directory: Path, n: int = 200) -> dict[str, float]:
+    """One small SQLite commit with synchronous=FULL in WAL mode (what one durable audit record waits for)."""
+    conn = sqlite3.connect(directory / "fsync-probe.db", isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (x TEXT)")
+        times = []
+        for _ in range(n):
+            started = time.perf_counter_ns()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t VALUES (?)", ("x" * 300,))
+            conn.execute("COMMIT")
+            times.append((time.perf_counter_ns() - started) / 1e6)
+    finally:
+        conn.close()
+    return {"p50_ms": round(statistics.median(times), 3), "p99_ms": round(_percentile(times, 99), 3), "n": n}
+
+
 def _garrison_config(path: Path, upstream: str, group_commit: bool, durability: str = "admission") -> None:
     """The garrison.toml of a benchmark gateway: auth on, no local model, one upstream model."""
     path.write_text(
@@ -181,7 +238,7 @@ class Target:
         self.headers = {"Content-Type": "application/json"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
-        self.model = "mock" if name == "direct" else MODEL
+        self.model = "mock" if name in ("direct", "floor") else MODEL
 
     def body(self, stream: bool) -> bytes:
         return json.dumps({"model": self.model, "messages": [{"role": "user", "content": "ping"}],
@@ -189,6 +246,11 @@ class Target:
 
     def rss_mb(self) -> float | None:
         return round(psutil.Process(self.pid).memory_info().rss / 2**20, 1) if self.pid else None
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, every thread) the target's process has used so far."""
+        times = psutil.Process(self.pid).cpu_times() if self.pid else None
+        return times.user + times.system if times else 0.0
 
 
 async def _segment(session: aiohttp.ClientSession, target: Target, stream: bool, n: int, concurrency: int,
@@ -225,17 +287,22 @@ async def _measure(targets: list[Target], counts: dict[int, int], rounds: int, w
                 stream = kind == "stream"
                 lat: dict[str, list[float]] = {t.name: [] for t in targets}
                 wall: dict[str, float] = {t.name: 0.0 for t in targets}
+                cpu: dict[str, float] = {t.name: 0.0 for t in targets}
                 per_round = max(concurrency, counts[concurrency] // rounds)
                 for _ in range(rounds):
                     order = list(targets)
                     random.shuffle(order)
                     for target in order:
+                        before = target.cpu_s()
                         wall[target.name] += await _segment(session, target, stream, per_round, concurrency,
                                                             lat[target.name])
+                        cpu[target.name] += target.cpu_s() - before
                 level: dict[str, Any] = {}
                 for target in targets:
                     level[target.name] = {**_summary(lat[target.name]),
-                                          "requests_per_s": round(len(lat[target.name]) / wall[target.name], 1)}
+                                          "requests_per_s": round(len(lat[target.name]) / wall[target.name], 1),
+                                          "cpu_ms_per_request": round(cpu[target.name] / len(lat[target.name])
+                                                                      * 1e3, 3)}
                 direct = level["direct"]
                 for target in targets[1:]:
                     row = level[target.name]
@@ -322,6 +389,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          stderr=subprocess.DEVNULL)
             _wait_ready(f"http://127.0.0.1:{port}/health", proc, name)
             targets.append(Target(name, f"http://127.0.0.1:{port}/v1", token, proc.pid))
+        if args.floor:
+            port = _free_port()
+            proc = start([sys.executable, __file__, "--serve-floor", str(port), mock_base], env=env,
+                         stderr=subprocess.DEVNULL)
+            _wait_ready(f"http://127.0.0.1:{port}/health", proc, "floor")
+            targets.append(Target("floor", f"http://127.0.0.1:{port}/v1", None, proc.pid))
         litellm_version = None
         if args.litellm:
             cfg = root / "litellm.yaml"
@@ -336,6 +409,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out = subprocess.run([args.litellm, "--version"], capture_output=True, text=True, env=lenv, check=False)
             litellm_version = out.stdout.strip().rpartition('=')[2].strip() or None
         counts = {1: args.requests_c1, 16: args.requests_c16, 64: args.requests_c64}
+        fsync = fsync_commit_ms(root)
         rss_start = {t.name: t.rss_mb() for t in targets}
         levels = asyncio.run(_measure(targets, counts, args.rounds, args.warmup))
         soaks = {}
@@ -380,6 +454,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "fsync and is made durable with the request's end, before the answer (one fsync "
                                "per request, shared by group commit)",
             "garrison_nogroup": "garrison with audit.group_commit = false (its own fsyncs, two per request)",
+            "floor": "a FastAPI route relaying the body to the mock over a pooled aiohttp session (uvicorn, uvloop, "
+                     "httptools): the HTTP work any Python gateway does, with no auth, quotas or audit",
             **({"garrison_before": f"garrison's default configuration served from {args.baseline} (the code before "
                                    "this change), same run"} if args.baseline else {}),
             "litellm": f"LiteLLM proxy {litellm_version or '(not run)'}, one worker, master key, no database, "
@@ -392,6 +468,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "levels": levels,
         "litellm_vs_garrison": comparison,
         "requests_per_s_at_saturation_c64": saturation,
+        "durable_commit_ms": fsync,
         "rss_mb_at_start": rss_start,
         "soak": soaks,
         "audit_records": audited,
@@ -406,7 +483,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The docs/upstreams.md table: added latency per target and level, rates at c=64, RSS over the soak."""
-    names = ("garrison_before", "garrison", "garrison_answer", "garrison_nogroup", "litellm")
+    names = ("garrison_before", "garrison", "garrison_answer", "garrison_nogroup", "floor", "litellm")
     gateways = [name for name in names if name in result["levels"]["c1_whole"]]
     lines = ["| level | " + " | ".join(f"{g} added p50 / p99 (ms)" for g in gateways)
              + " | LiteLLM / garrison (p50) | LiteLLM / garrison_answer (p50) |",
@@ -422,6 +499,17 @@ def markdown_table(result: dict[str, Any]) -> str:
               "| --- |" + " --- |" * (len(gateways) + 1)]
     for kind, row in rates.items():
         lines.append(f"| {kind} | {row['direct']:.0f} | " + " | ".join(f"{row[g]:.0f}" for g in gateways) + " |")
+    cpu = result["levels"]["c1_whole"]
+    if "cpu_ms_per_request" in cpu["direct"]:
+        lines += ["", "| CPU ms a request, c=1 (whole / stream) | direct (the mock) | " + " | ".join(gateways) + " |",
+                  "| --- |" + " --- |" * (len(gateways) + 1),
+                  "| | " + " | ".join(f"{result['levels']['c1_whole'][t]['cpu_ms_per_request']:.2f} / "
+                                       f"{result['levels']['c1_stream'][t]['cpu_ms_per_request']:.2f}"
+                                       for t in ("direct", *gateways)) + " |"]
+    if "durable_commit_ms" in result:
+        commit = result["durable_commit_ms"]
+        lines += ["", f"One durable SQLite commit (WAL, synchronous=FULL) on this disk: p50 {commit['p50_ms']} ms, "
+                  f"p99 {commit['p99_ms']} ms."]
     lines += ["", "| soak | requests | seconds | RSS before (MB) | RSS after (MB) |", "| --- | --- | --- | --- | --- |"]
     for name, soak in result["soak"].items():
         lines.append(f"| {name} | {soak['requests']} | {soak['seconds']} | {soak['rss_mb_before']} | "
@@ -447,13 +535,19 @@ def main() -> None:
     parser.add_argument("--soak-budget", type=float, default=180.0, help="Seconds a soak may take at most.")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gateway_overhead.json")
     parser.add_argument("--table", type=Path, help="Print the markdown table of a results file and exit.")
+    parser.add_argument("--no-floor", dest="floor", action="store_false",
+                        help="Leave out the floor target (a bare FastAPI + aiohttp relay).")
     parser.add_argument("--serve-mock", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.table:
         print(markdown_table(json.loads(args.table.read_text())))
         return
     if args.serve_mock:
         serve_mock(args.serve_mock)
+        return
+    if args.serve_floor:
+        serve_floor(int(args.serve_floor[0]), args.serve_floor[1])
         return
     if args.litellm and not Path(args.litellm).exists():
         parser.error(f"{args.litellm} not found: pip install 'litellm[proxy]' into a separate venv, or --litellm ''")

@@ -51,6 +51,8 @@ class Security:
     def close(self) -> None:
         """Close the store's connections (call on server shutdown)."""
         self.guard.quotas.close()
+        if self.offline is not None:
+            self.offline.close()
         self.store.close()
 
     def health(self) -> dict[str, dict[str, Any]]:

@@ -94,6 +94,11 @@ class OfflineQuotas:
         with self._lock:
             self._quotas._charge_tpm(self._mem, principal, grant, amount, self._clock())
 
+    def close(self) -> None:
+        """Free the in-memory buckets (with the security services, at shutdown)."""
+        with self._lock:
+            self._mem.close()
+
 
 def health(store_ok: bool, queued: int, cached_keys: int) -> dict[str, Any]:
     """The store's entry in /health."""
