@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import redis
 
+from processes import ServerProcess, free_port
+
 
 class RedisServer:
     """Debian's redis-server, no TCP port, no persistence; `stop`/`start` to take it away mid-test."""
@@ -66,7 +68,7 @@ class PostgresCluster:
         self.directory = directory
         self.fsync = fsync  # off for tests (speed); on for benchmarks
         self.data = directory / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.user = "garrison"
 
     def _as_owner(self, *cmd: str) -> list[str]:
@@ -125,14 +127,6 @@ class PostgresCluster:
         return self.url(name)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class UpstreamThread:
     """The scripted OpenAI upstream on its own event loop in a thread, so subprocess gateways can reach it."""
 
@@ -157,17 +151,11 @@ class UpstreamThread:
 
 
 def start_gateway(config: Path, home: Path) -> Any:
-    """`garrison serve` on a free loopback port with this config and home, no embedded models; a Process."""
-    import os
-
-    sys.path.insert(0, str(Path(__file__).parent / "engines" / "upstream"))
-    from peers import Process, free_port
-
-    env = {k: v for k, v in os.environ.items() if k != "GARRISON_CONFIG"}
+    """`garrison serve` on a free loopback port with this config and home, no embedded models; started."""
     port = free_port()
     cmd = [sys.executable, "-m", "garrison", "serve", "--config", str(config), "--home", str(home),
            "--host", "127.0.0.1", "--port", str(port), "--no-default-model", "--no-embeddings"]
-    gateway = Process(cmd, f"http://127.0.0.1:{port}/health", f"gateway on port {port}", env).start()
+    gateway = ServerProcess(cmd, f"http://127.0.0.1:{port}/health", f"gateway on port {port}").start()
     gateway.url = f"http://127.0.0.1:{port}"
     return gateway
 

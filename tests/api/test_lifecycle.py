@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,19 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from processes import free_port
+
 MODEL = "smollm2-135m-instruct"
 
 pytestmark = pytest.mark.model
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _serve(tmp_path: Path, drain_s: float) -> tuple[subprocess.Popen[str], str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GARRISON_SHUTDOWN_DRAIN_S": str(drain_s), "GARRISON_HOME": str(tmp_path / "home")}
     process = subprocess.Popen(
         [sys.executable, "-m", "garrison", "serve", "--no-auth", "--port", str(port), "--threads", "2",

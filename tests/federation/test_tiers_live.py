@@ -29,6 +29,7 @@ from garrison.security import connect
 from garrison.security.federation import TokenSigner
 from garrison.security.principal import Principal
 from garrison.settings import Settings
+from processes import ServerProcess, free_port
 
 pytestmark = pytest.mark.model
 
@@ -58,47 +59,6 @@ def _tls(ca: Path, client: Pair | None = None) -> ssl.SSLContext:
     if client is not None:
         context.load_cert_chain(str(client.cert), str(client.key))
     return context
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Gateway:
-    """`garrison serve` as a subprocess; ready once /health answers 200 (over TLS with a client cert)."""
-
-    def __init__(self, cmd: list[str], url: str, log: Path, **client: Any) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "GARRISON_CONFIG"}
-        self.url, self.client = url, client
-        self.log = log.open("wb")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait(self, deadline_s: float = 240) -> Gateway:
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:  # readiness poll, not synchronisation of what a test asserts
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway {self.url} exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2, **self.client).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"gateway {self.url} did not get ready")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.log.close()
 
 
 @dataclass
@@ -147,7 +107,7 @@ def tiers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tiers]:
     (vault / "nightjar.md").write_text(CONFIDENTIAL_DOC)
 
     local_config = local_home / "garrison.toml"
-    central_port, local_port = _free_port(), _free_port()
+    central_port, local_port = free_port(), free_port()
     local_config.write_text(f"""
 default_model = false
 [engine]
@@ -205,25 +165,25 @@ k = 2
         security.close()
 
     central_url = f"https://127.0.0.1:{central_port}"
-    central = Gateway(
+    central = ServerProcess(
         [sys.executable, "-m", "garrison", "serve", "--config", str(central_config), "--home", str(central_home),
          "--host", "127.0.0.1", "--port", str(central_port), "--tls-cert", str(server.cert), "--tls-key",
          str(server.key), "--tls-client-ca", str(pki.ca)],
-        central_url, root / "central.log", verify=_tls(pki.ca, client),
+        f"{central_url}/health", "the central gateway", log=root / "central.log", verify=_tls(pki.ca, client),
     )
     local = None
     try:
-        central.wait()
+        central.start(240)
         admin = (central_home / "admin.key").read_text().strip()
         synced = httpx.post(f"{central_url}/v1/documents/sync", headers={"Authorization": f"Bearer {admin}"},
                             verify=_tls(pki.ca, client), timeout=120)
         assert synced.status_code == 200, synced.text
         local_url = f"http://127.0.0.1:{local_port}"
-        local = Gateway(
+        local = ServerProcess(
             [sys.executable, "-m", "garrison", "serve", "--config", str(local_config), "--home", str(local_home),
              "--host", "127.0.0.1", "--port", str(local_port)],
-            local_url, root / "local.log",
-        ).wait()
+            f"{local_url}/health", "the local gateway", log=root / "local.log",
+        ).start(240)
         yield Tiers(central_url, local_url, pki.ca, client, central_settings, local_settings,
                     local_home / "federation.key", local_config, alice.token, alice.record.id, bob.token, bob.record.id)
     finally:

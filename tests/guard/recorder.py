@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import subprocess
 import threading
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
 from aiohttp import web
 
 ANSWER = "recorded answer"
@@ -110,45 +105,3 @@ class Recorder:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """A `garrison serve` subprocess, started once its /health answers 200 (or failed when it exits first)."""
-
-    def __init__(self, cmd: list[str], url: str, env: dict[str, str], log: Path) -> None:
-        self.cmd, self.url, self.env, self.log = cmd, url, env, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, deadline_s: float = 180) -> Server:
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"garrison serve exited with status {self.proc.returncode}: {tail}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)  # polling a process's readiness, not synchronising the test's assertions
-        self.stop()
-        raise RuntimeError(f"garrison serve did not answer {self.url}/health within {deadline_s} s")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)

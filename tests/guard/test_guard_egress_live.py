@@ -9,7 +9,6 @@ real embedded embedder (all-MiniLM-L6-v2) and real document roots, synced throug
 from __future__ import annotations
 
 import json
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -21,7 +20,9 @@ import httpx
 import ollama
 import openai
 import pytest
-from recorder import ANSWER, Recorder, Server, free_port
+from recorder import ANSWER, Recorder
+
+from processes import ServerProcess, free_port
 
 LABEL = "X-Garrison-Data-Label"
 SCOPES = ["chat", "completions", "embeddings", "documents"]
@@ -151,13 +152,13 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     config = home / "garrison.toml"
     _config(config, recorder.url, _documents(tmp_path_factory.mktemp("egress-docs")))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "GARRISON_CONFIG"}
     cmd = [sys.executable, "-m", "garrison", "serve", "--config", str(config), "--home", str(home),
            "--host", "127.0.0.1", "--port", str(port), "--no-default-model"]
-    server = Server(cmd, f"http://127.0.0.1:{port}", env, home / "serve.log")
+    url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(cmd, f"{url}/health", "garrison serve", log=home / "serve.log")
     try:
         server.start()
-        front = Front(server.url, (home / "admin.key").read_text().strip(), recorder)
+        front = Front(url, (home / "admin.key").read_text().strip(), recorder)
         synced = httpx.post(f"{front.url}/v1/documents/sync", headers=_bearer(front.admin), timeout=120)
         assert synced.status_code == 200, synced.text
         yield front

@@ -8,7 +8,6 @@ a vLLM-style model and an OpenAI client an Ollama one. Run with the model lock.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,9 +17,10 @@ import httpx
 import ollama
 import openai
 import pytest
-from peers import GarrisonPeer, LlamaCppServer, Process, free_port
+from peers import GarrisonPeer, LlamaCppServer
 
 from garrison.registry import embedded_model_path, sha256_file
+from processes import ServerProcess, clean_env, free_port
 
 pytestmark = pytest.mark.model
 PEER_MODEL = "smollm2-135m-instruct"
@@ -29,6 +29,11 @@ PEER_MODEL = "smollm2-135m-instruct"
 class Front:
     def __init__(self, url: str, key: str, config: Path, env: dict[str, str]) -> None:
         self.url, self.key, self.config, self.env = url, key, config, env
+        self.clients: list[openai.OpenAI | ollama.Client] = []  # closed with the fixture
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
 
     @property
     def headers(self) -> dict[str, str]:
@@ -78,25 +83,30 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     config = home / "garrison.toml"
     _config(config, llama, peer, sha256_file(embedded_model_path()))  # type: ignore[arg-type]
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "GARRISON_CONFIG"}
-    env["PEER_KEY"] = peer.key  # type: ignore[attr-defined]
+    env = clean_env(PEER_KEY=peer.key)  # type: ignore[attr-defined]
     cmd = [sys.executable, "-m", "garrison", "serve", "--config", str(config), "--home", str(home),
            "--host", "127.0.0.1", "--port", str(port), "--no-default-model", "--no-embeddings"]
-    server = Process(cmd, f"http://127.0.0.1:{port}/health", "front garrison", env).start()
+    server = ServerProcess(cmd, f"http://127.0.0.1:{port}/health", "front garrison", env).start()
+    front = Front(f"http://127.0.0.1:{port}", (home / "admin.key").read_text().strip(), config, env)
     try:
-        yield Front(f"http://127.0.0.1:{port}", (home / "admin.key").read_text().strip(), config, env)
+        yield front
     finally:
+        front.close()
         server.stop()
         peer.stop()
         llama.stop()
 
 
 def _openai(front: Front) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{front.url}/v1", api_key=front.key, max_retries=0, timeout=120)
+    client = openai.OpenAI(base_url=f"{front.url}/v1", api_key=front.key, max_retries=0, timeout=120)
+    front.clients.append(client)
+    return client
 
 
 def _ollama(front: Front) -> ollama.Client:
-    return ollama.Client(host=front.url, headers=front.headers, timeout=120)
+    client = ollama.Client(host=front.url, headers=front.headers, timeout=120)
+    front.clients.append(client)
+    return client
 
 
 def test_an_ollama_client_uses_a_vllm_style_model(front: Front) -> None:
