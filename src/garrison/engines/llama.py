@@ -26,6 +26,7 @@ from garrison.engines.prompt import ControlToken, Prompt, build_prompt, control_
 from garrison.engines.sampling import SamplerChain, build_sampler, json_grammar, sampling_seed
 from garrison.engines.scheduler import BatchScheduler, DecodeLoop, Sequence
 from garrison.engines.text import TextStream
+from garrison.engines.threads import ThreadChooser
 from garrison.engines.tools.plan import plan_tools
 from garrison.errors import (
     ConfigError,
@@ -73,7 +74,9 @@ class LlamaEngine:
         self.info = info
         load_started = time.perf_counter_ns()
         threads = engine.threads or default_threads()  # prompt batches
-        decode_threads = engine.threads or cpu.default_decode_threads()  # one-token steps
+        adaptive = engine.threads is None and engine.adaptive_threads and threads > 1
+        # one-token steps; adaptive: 1 or every core per step, from measured step times (threads.py)
+        decode_threads = threads if adaptive else engine.threads or cpu.default_decode_threads()
         self.buffers = cpu.choose_buffers(info, engine.cpu_extra_buffers, threads)
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = info.n_gpu_layers
@@ -119,6 +122,7 @@ class LlamaEngine:
             piece=self.piece,
             eog=frozenset(self._eog_ids),
             name=info.id,
+            threads=ThreadChooser(threads) if adaptive else None,
         )
         self.kv_cells_total = int(llama_cpp.llama_n_ctx(self._ctx))
         self.threads = threads
@@ -126,8 +130,10 @@ class LlamaEngine:
         self._closed = False
         self.n_slots = n_slots
         loop.attach(self._scheduler)
-        log.info("llama engine %s: %d slots x %d tokens, batch %d, %d/%d threads (decode/batch), extra buffers "
-                 "%s (%s)", info.id, n_slots, info.context_length, n_batch, decode_threads, threads, self.buffers.mode,
+        log.info("llama engine %s: %d slots x %d tokens, batch %d, %s threads, extra buffers %s (%s)", info.id,
+                 n_slots, info.context_length, n_batch,
+                 f"1 or {threads} (adaptive)" if adaptive else f"{decode_threads}/{threads} (decode/batch)",
+                 self.buffers.mode,
                  ", ".join(f"{k} {v:.0f} MiB" for k, v in self.buffer_types.items()) or "-")
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
