@@ -110,6 +110,7 @@ class LlamaEngine:
                 f"llama.cpp could not create a context for '{info.id}' ({n_slots} sequences x "
                 f"{info.context_length} tokens of KV cache); lower max_concurrent_sequences or context_length"
             )
+        self._warm_up()
         self.load_ns = time.perf_counter_ns() - load_started
         self._scheduler = BatchScheduler(
             ctx=self._ctx,
@@ -135,6 +136,16 @@ class LlamaEngine:
                  f"1 or {threads} (adaptive)" if adaptive else f"{decode_threads}/{threads} (decode/batch)",
                  self.buffers.mode,
                  ", ".join(f"{k} {v:.0f} MiB" for k, v in self.buffer_types.items()) or "-")
+
+    def _warm_up(self) -> None:
+        """One two-token decode, then an empty KV cache: weights paged in and OpenMP threads started before the
+        first request (as llama-server does), so the first request's time to first token is not the load's."""
+        token = self._bos if self._bos >= 0 else 0
+        tokens = (llama_cpp.llama_token * 2)(token, token)
+        if llama_cpp.llama_decode(self._ctx, llama_cpp.llama_batch_get_one(tokens, 2)) != 0:
+            log.warning("llama engine %s: the warm-up decode failed", self.info.id)
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+        llama_cpp.llama_synchronize(self._ctx)
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
         """Token ids of `text`; `special`: control-token text becomes control tokens (trusted text only)."""

@@ -6,8 +6,10 @@ own and collapses when a neighbour takes one: a barrier then waits a whole time 
 thread. One thread has no barrier at all. No fixed count wins at every load (benchmarks/results/
 cpu_paths.json), so the chooser keeps, per step size, an average of nanoseconds per token for each
 candidate count, runs the faster one, and now and then probes the other for a few steps (their median
-counts, so one preempted step does not decide). A probe that loses waits twice as long before the next
-one (up to `max_probe_every_s`), so a busy machine pays little for watching the quiet one come back. A
+counts, so one preempted step does not decide). Holding one thread, a probe that loses waits twice as
+long before the next one (up to `max_probe_every_s`), so a busy machine pays little for watching the quiet
+one come back; holding every core, one thread is looked at every `max_probe_every_s`, since a neighbour
+arriving slows the held choice past the other's estimate, which switches at the next step anyway. A
 step size seen for the first time follows the nearest size already measured and is probed on the normal
 schedule, so a new prompt length does not pay for exploring from scratch.
 """
@@ -75,8 +77,8 @@ class ThreadChooser:
                 self._start_probe(b, b.current, now)  # nothing measured anywhere yet: look at both now
             elif other is not None and b.arms[other].ns_per_token is None and not self._measured(b):
                 self._start_probe(b, other, now)
-            elif other is not None and now - max(b.arms[other].sampled_at, b.created_at) >= b.probe_every_s \
-                    and now - b.probe_started_at >= b.probe_every_s:
+            elif other is not None and now - max(b.arms[other].sampled_at, b.created_at) >= self._wait(b) \
+                    and now - b.probe_started_at >= self._wait(b):
                 self._start_probe(b, other, now)
         chosen = b.probing if b.probing is not None else b.current
         self.last = chosen
@@ -147,6 +149,12 @@ class ThreadChooser:
         """Hold the faster choice once both are measured (a probe in progress finishes first)."""
         if b.probing is None and self._complete(b):
             b.current = min(self.candidates, key=lambda n: b.arms[n].ns_per_token or 0.0)
+
+    def _wait(self, b: _Bucket) -> float:
+        """Seconds between probes: backing off while one thread is held; `max_probe_every_s` while every core
+        is, since a neighbour arriving slows the held choice past the other's estimate and that switches at once
+        (and a probe of one thread is a slow step someone waits for)."""
+        return b.probe_every_s if b.current == 1 else self.max_probe_every_s
 
     def _start_probe(self, b: _Bucket, threads: int, now: float) -> None:
         b.probing, b.probe_left, b.probe_started_at = threads, self.probe_steps, now
