@@ -138,14 +138,18 @@ class LlamaEngine:
                  ", ".join(f"{k} {v:.0f} MiB" for k, v in self.buffer_types.items()) or "-")
 
     def _warm_up(self) -> None:
-        """One two-token decode, then an empty KV cache: weights paged in and OpenMP threads started before the
-        first request (as llama-server does), so the first request's time to first token is not the load's."""
+        """One two-token decode, then an empty KV cache: weights paged in before the first request (as
+        llama-server does), so the first request's time to first token is not the load's."""
         token = self._bos if self._bos >= 0 else 0
         tokens = (llama_cpp.llama_token * 2)(token, token)
+        n_threads, n_batch = llama_cpp.llama_n_threads(self._ctx), llama_cpp.llama_n_threads_batch(self._ctx)
+        # On one thread: an OpenMP team started here would belong to this (the event loop's) thread, and libgomp
+        # throttles its spinning to almost nothing once it manages more threads than there are cores.
+        llama_cpp.llama_set_n_threads(self._ctx, 1, 1)
         if llama_cpp.llama_decode(self._ctx, llama_cpp.llama_batch_get_one(tokens, 2)) != 0:
             log.warning("llama engine %s: the warm-up decode failed", self.info.id)
+        llama_cpp.llama_set_n_threads(self._ctx, n_threads, n_batch)
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
-        llama_cpp.llama_synchronize(self._ctx)
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
         """Token ids of `text`; `special`: control-token text becomes control tokens (trusted text only)."""
