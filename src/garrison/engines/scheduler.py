@@ -36,7 +36,7 @@ Outcome = GenerationEvent | BaseException
 # reaches 512 cells (llama.cpp pads the view to 256, so from 257 used cells on), and that path sums in
 # thread-count chunks. From this many cells (a margin for holes) such a step always runs on one thread, as
 # it does alone or batched on any load, so a lone sequence's answer never depends on the thread choice.
-SPLIT_KV_CELLS = 224
+SPLIT_KV_CELLS = 224  # (llama.cpp's n_threads, used for one-token ubatches, is 1 while such a sequence runs)
 
 
 @dataclass(eq=False, slots=True)
@@ -113,7 +113,7 @@ class BatchScheduler:
         self.name = name
         self._ctx = ctx
         self._threads = threads  # None: llama.cpp's n_threads / n_threads_batch as the context was made
-        self._n_threads = threads.max_threads if threads else 0
+        self._n_threads = (threads.max_threads, threads.max_threads) if threads else (0, 0)  # as the context was made
         self._slots = SlotTable(memory, n_slots, prefix_cache=prefix_cache)
         self._n_batch = n_batch
         self._rows_per_sequence = max(1, min(rows_per_sequence, n_batch))
@@ -329,13 +329,17 @@ class BatchScheduler:
         chooser = self._threads
         if chooser is None:
             return 0, False
-        if n_tokens == 1 and len(_slot(fed[0][0]).tokens) >= SPLIT_KV_CELLS:
+        # llama.cpp splits a multi-sequence batch into ubatches of equal rows per sequence, so a one-token ubatch
+        # of one sequence (run with n_threads) can come out of any batch: n_threads stays 1 while a long one rides
+        long = any(len(_slot(seq).tokens) + len(tokens) >= SPLIT_KV_CELLS for seq, tokens in fed)
+        if n_tokens == 1 and long:
             threads, measured = chooser.pinned(1), False
         else:
             threads, measured = chooser.choose(n_tokens), True
-        if threads != self._n_threads:
-            llama_cpp.llama_set_n_threads(self._ctx, threads, threads)
-            self._n_threads = threads
+        pair = (1 if long else threads, threads)
+        if pair != self._n_threads:
+            llama_cpp.llama_set_n_threads(self._ctx, *pair)
+            self._n_threads = pair
         return threads, measured
 
     def _add(self, token: int, pos: int, seq_id: int, logits: bool) -> int:
