@@ -52,15 +52,14 @@ def busy(on: bool) -> Iterator[None]:
         hog.wait()
 
 
-# libgomp's own default when OMP_WAIT_POLICY is unset: spin this long, then sleep (what garrison leaves in
-# place; spelled out so that every case names its policy).
+# libgomp's own default when OMP_WAIT_POLICY is unset: spin this long, then sleep (garrison sets PASSIVE
+# unless one of the two variables is set, so this reproduces llama.cpp's default in the child).
 SPIN_DEFAULT = {"GOMP_SPINCOUNT": "300000"}
 
 
-def probe(model: Path, mode: str, threads: int, env: dict[str, str], contended: bool,
-          adaptive: bool = False) -> dict[str, Any]:
+def probe(model: Path, mode: str, threads: int, env: dict[str, str], contended: bool) -> dict[str, Any]:
     command = [sys.executable, "-m", "garrison.engines.probe", str(model), "--extra-buffers", mode,
-               "--threads", str(threads), "--tokens", str(TOKENS), *(["--adaptive"] if adaptive else [])]
+               "--threads", str(threads), "--tokens", str(TOKENS)]
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     with busy(contended):
         done = subprocess.run(command, capture_output=True, text=True, env={**base, **env}, check=True)
@@ -117,9 +116,7 @@ def markdown(r: dict[str, Any]) -> str:
                      f"{'busy' if c['contended'] else '-'} | {c['decode_tok_s']} | {c['decode_vs_quiet_default']} | "
                      f"{c['prefill_tok_s']} | {buffers} |")
     sv = r["supervision"]
-    lines += ["", f"garrison's default (`*_garrison`: libgomp's wait policy, 1 or {r['threads']} threads chosen per "
-              f"step) keeps {r['garrison_busy_vs_quiet']}x of its quiet decode rate beside a busy neighbour.",
-              "", f"Supervision: start-up probe {sv['startup_probe_s']} s once; a worker process would add a "
+    lines += ["", f"Supervision: start-up probe {sv['startup_probe_s']} s once; a worker process would add a "
               f"{sv['worker_pipe_round_trip_us']} µs pipe round trip to every {sv['quiet_step_ms']} ms step "
               f"({sv['worker_overhead_per_step']:.2%})."]
     return "\n".join(lines)
@@ -146,12 +143,9 @@ def main() -> None:
     model = embedded_model_path()
     q4_0 = q4_0_copy(model)
     t = args.threads
-    passive = {"OMP_WAIT_POLICY": "PASSIVE"}
+    passive = {"OMP_WAIT_POLICY": "PASSIVE"}  # garrison's default (garrison/engines/__init__.py)
     spin = SPIN_DEFAULT
-    # garrison's default: libgomp's wait policy, 1 or `t` threads per step (engines/threads.py)
-    cases: dict[str, tuple[Any, ...]] = {
-        "quiet_garrison": (model, "on", t, spin, False, True),
-        "busy_garrison": (model, "on", t, spin, True, True),
+    cases: dict[str, tuple[Path, str, int, dict[str, str], bool]] = {
         "quiet_default": (model, "on", t, spin, False),
         "quiet_extra_off": (model, "off", t, spin, False),
         "quiet_repack": (model, "repack", t, spin, False),
@@ -171,9 +165,9 @@ def main() -> None:
     started = time.time()
     load_before = os.getloadavg()[0]
     for repeat in range(args.repeats):
-        for name, case in cases.items():
+        for name, (path, mode, threads, env, contended) in cases.items():
             print(f"round {repeat + 1}: {name}", flush=True)
-            runs[name].append(probe(*case))
+            runs[name].append(probe(path, mode, threads, env, contended))
     base = statistics.median(r["decode_tok_s"] for r in runs["quiet_default"])
     base_prefill = statistics.median(r["prefill_tok_s"] for r in runs["quiet_default"])
     info = cpu.cpu_info()
@@ -185,22 +179,17 @@ def main() -> None:
         "repeats": args.repeats, "reference": "quiet_default",
         "cases": {},
     }
-    for name, (path, mode, threads, env, contended, *adaptive) in cases.items():
+    for name, (path, mode, threads, env, contended) in cases.items():
         decode = statistics.median(r["decode_tok_s"] for r in runs[name])
         prefill = statistics.median(r["prefill_tok_s"] for r in runs[name])
         result["cases"][name] = {
-            "model": path.name, "extra_buffers": mode, "threads": f"1..{threads}" if adaptive else threads,
-            "env": env, "contended": contended,
+            "model": path.name, "extra_buffers": mode, "threads": threads, "env": env, "contended": contended,
             "decode_tok_s": decode, "prefill_tok_s": prefill,
             "decode_runs": [r["decode_tok_s"] for r in runs[name]],
             "decode_vs_quiet_default": round(decode / base, 2),
             "prefill_vs_quiet_default": round(prefill / base_prefill, 2),
             "buffer_types": runs[name][-1]["buffer_types"],
-            **({"threads_steps": [r.get("threads_steps") for r in runs[name]]} if adaptive else {}),
         }
-    garrison = result["cases"]
-    result["garrison_busy_vs_quiet"] = round(garrison["busy_garrison"]["decode_tok_s"]
-                                             / garrison["quiet_garrison"]["decode_tok_s"], 2)
     probe_s = []
     for _ in range(3):
         t0 = time.perf_counter()

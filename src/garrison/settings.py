@@ -62,14 +62,8 @@ class EngineSettings(BaseModel):
 
     threads: int | None = Field(
         default=None, ge=1,
-        description="CPU threads of llama.cpp for every step, fixed (default: chosen per step, see "
-        "adaptive_threads and docs/engine.md).",
-    )
-    adaptive_threads: bool = Field(
-        default=True,
-        description="With threads unset: run each step on 1 thread or on every usable core, whichever its "
-        "measured step times favour (all cores on a quiet machine, one beside a busy neighbour); false: half "
-        "the cores for one-token steps, all of them for prompt batches.",
+        description="CPU threads of llama.cpp for every step (default: half the usable cores for one-token steps, "
+        "all of them for prompt batches; see docs/engine.md).",
     )
     cpu_extra_buffers: Literal["auto", "on", "repack", "off"] = Field(
         default="auto",

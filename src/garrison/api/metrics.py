@@ -37,11 +37,6 @@ _ENGINE_METRICS: dict[str, tuple[str, str, bool]] = {
     ),
     "decode_steps_total": ("garrison_engine_decode_steps", "Decode steps run.", True),
     "healthy": ("garrison_engine_healthy", "1 while the engine's decode loop serves, 0 while it cannot.", False),
-    "threads_last": ("garrison_engine_threads", "llama.cpp threads of the last decode step (adaptive).", False),
-    "steps_one_thread_total": ("garrison_engine_steps_one_thread", "Decode steps run on one thread.", True),
-    "steps_all_threads_total": (
-        "garrison_engine_steps_all_threads", "Decode steps run on every usable core.", True
-    ),
     "loop_restarts_total": (
         "garrison_engine_loop_restarts", "Decode steps that failed (their requests failed, the loop went on).", True
     ),

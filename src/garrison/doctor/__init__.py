@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from garrison.engines._openmp import wait_policy
 from garrison.settings import Settings
 
 # Files under GARRISON_HOME that hold secrets or private records: owner-only.
@@ -55,21 +54,8 @@ def _cpu(settings: Settings) -> dict[str, Any]:
     info = cpu.cpu_info()
     return {"model": info.model, "cores": info.cores, "features": info.simd, "amx": info.has_amx,
             "threads": settings.engine.threads or cpu.default_threads(),
-            "decode_threads": _decode_threads(settings),
-            "threads_source": "engine.threads" if settings.engine.threads else "default (usable cores)",
-            "openmp_wait_policy": wait_policy()}
-
-
-def _decode_threads(settings: Settings) -> int | str:
-    """Threads of one-token steps: fixed, or "1..N (adaptive)" when the engine chooses per step."""
-    from garrison.engines import cpu
-
-    engine = settings.engine
-    if engine.threads:
-        return engine.threads
-    if engine.adaptive_threads and cpu.default_threads() > 1:
-        return f"1..{cpu.default_threads()} (adaptive)"
-    return cpu.default_decode_threads()
+            "decode_threads": settings.engine.threads or cpu.default_decode_threads(),
+            "threads_source": "engine.threads" if settings.engine.threads else "default (usable cores)"}
 
 
 def _memory() -> dict[str, Any]:

@@ -192,7 +192,7 @@ def default_threads() -> int:
 
 
 def default_decode_threads() -> int:
-    """Threads for one-token steps with `engine.threads` unset and adaptive threads off: half the usable cores.
+    """Threads for one-token steps when `engine.threads` is unset: half the usable cores (at least one).
 
     A one-token step is a chain of ~900 small ops with a barrier after each; on a shared 2-core machine one
     thread (no barriers) kept 57-72 tok/s beside a busy neighbour where two fell to 5-48, and the other

@@ -26,7 +26,6 @@ from garrison.engines.prompt import ControlToken, Prompt, build_prompt, control_
 from garrison.engines.sampling import SamplerChain, build_sampler, json_grammar, sampling_seed
 from garrison.engines.scheduler import BatchScheduler, DecodeLoop, Sequence
 from garrison.engines.text import TextStream
-from garrison.engines.threads import ThreadChooser
 from garrison.engines.tools.plan import plan_tools
 from garrison.errors import (
     ConfigError,
@@ -74,9 +73,7 @@ class LlamaEngine:
         self.info = info
         load_started = time.perf_counter_ns()
         threads = engine.threads or default_threads()  # prompt batches
-        adaptive = engine.threads is None and engine.adaptive_threads and threads > 1
-        # one-token steps; adaptive: 1 or every core per step, from measured step times (threads.py)
-        decode_threads = threads if adaptive else engine.threads or cpu.default_decode_threads()
+        decode_threads = engine.threads or cpu.default_decode_threads()  # one-token steps
         self.buffers = cpu.choose_buffers(info, engine.cpu_extra_buffers, threads)
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = info.n_gpu_layers
@@ -110,7 +107,6 @@ class LlamaEngine:
                 f"llama.cpp could not create a context for '{info.id}' ({n_slots} sequences x "
                 f"{info.context_length} tokens of KV cache); lower max_concurrent_sequences or context_length"
             )
-        self._warm_up()
         self.load_ns = time.perf_counter_ns() - load_started
         self._scheduler = BatchScheduler(
             ctx=self._ctx,
@@ -123,7 +119,6 @@ class LlamaEngine:
             piece=self.piece,
             eog=frozenset(self._eog_ids),
             name=info.id,
-            threads=ThreadChooser(threads) if adaptive else None,
         )
         self.kv_cells_total = int(llama_cpp.llama_n_ctx(self._ctx))
         self.threads = threads
@@ -131,25 +126,9 @@ class LlamaEngine:
         self._closed = False
         self.n_slots = n_slots
         loop.attach(self._scheduler)
-        log.info("llama engine %s: %d slots x %d tokens, batch %d, %s threads, extra buffers %s (%s)", info.id,
-                 n_slots, info.context_length, n_batch,
-                 f"1 or {threads} (adaptive)" if adaptive else f"{decode_threads}/{threads} (decode/batch)",
-                 self.buffers.mode,
+        log.info("llama engine %s: %d slots x %d tokens, batch %d, %d/%d threads (decode/batch), extra buffers "
+                 "%s (%s)", info.id, n_slots, info.context_length, n_batch, decode_threads, threads, self.buffers.mode,
                  ", ".join(f"{k} {v:.0f} MiB" for k, v in self.buffer_types.items()) or "-")
-
-    def _warm_up(self) -> None:
-        """One two-token decode, then an empty KV cache: weights paged in before the first request (as
-        llama-server does), so the first request's time to first token is not the load's."""
-        token = self._bos if self._bos >= 0 else 0
-        tokens = (llama_cpp.llama_token * 2)(token, token)
-        n_threads, n_batch = llama_cpp.llama_n_threads(self._ctx), llama_cpp.llama_n_threads_batch(self._ctx)
-        # On one thread: an OpenMP team started here would belong to this (the event loop's) thread, and libgomp
-        # throttles its spinning to almost nothing once it manages more threads than there are cores.
-        llama_cpp.llama_set_n_threads(self._ctx, 1, 1)
-        if llama_cpp.llama_decode(self._ctx, llama_cpp.llama_batch_get_one(tokens, 2)) != 0:
-            log.warning("llama engine %s: the warm-up decode failed", self.info.id)
-        llama_cpp.llama_set_n_threads(self._ctx, n_threads, n_batch)
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
         """Token ids of `text`; `special`: control-token text becomes control tokens (trusted text only)."""

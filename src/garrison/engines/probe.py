@@ -1,11 +1,9 @@
 """A test decode of one GGUF model, run as a child process so that a native crash is a result, not an outage.
 
     python -m garrison.engines.probe MODEL.gguf [--extra-buffers on|repack|off] [--threads N] [--tokens 16]
-                                     [--adaptive]
 
 Loads the model with the given extra-buffer mode, prefills a 64-token prompt, then decodes greedily one
 token at a time, and prints one JSON line: prefill and decode tokens/s and the weight buffer types used.
-`--adaptive` lets the engine's per-step thread chooser (`threads.py`) pick 1 or N threads for each step.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ PROMPT = ("The lighthouse keeper climbed the stairs every evening, counting the 
 PROMPT_TOKENS = 64
 
 
-def probe(path: Path, mode: str, threads: int, tokens: int, adaptive: bool = False) -> dict[str, object]:
+def probe(path: Path, mode: str, threads: int, tokens: int) -> dict[str, object]:
     import logging
 
     import llama_cpp
@@ -29,10 +27,6 @@ def probe(path: Path, mode: str, threads: int, tokens: int, adaptive: bool = Fal
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
 
     from garrison.engines import cpu
-    from garrison.engines.threads import ThreadChooser
-
-    chooser = ThreadChooser(threads) if adaptive and threads > 1 else None
-    current = threads
 
     llama_cpp.llama_backend_init()
     buffers = cpu.plan(mode, cpu._layout(path) if mode == "repack" else [])  # type: ignore[arg-type]
@@ -56,20 +50,12 @@ def probe(path: Path, mode: str, threads: int, tokens: int, adaptive: bool = Fal
     batch = llama_cpp.llama_batch_init(PROMPT_TOKENS, 0, 1)
 
     def decode(items: list[int], start: int) -> int:
-        nonlocal current
         batch.n_tokens = len(items)
         for i, token in enumerate(items):
             batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
             batch.seq_id[i][0], batch.logits[i] = 0, i == len(items) - 1
-        n = chooser.choose(len(items)) if chooser else threads
-        if n != current:
-            llama_cpp.llama_set_n_threads(ctx, n, n)
-            current = n
-        begun = time.perf_counter_ns()
         if llama_cpp.llama_decode(ctx, batch) != 0:
             raise SystemExit("llama_decode failed")
-        if chooser:
-            chooser.record(len(items), n, time.perf_counter_ns() - begun)
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
         return int(logits.argmax())
 
@@ -88,7 +74,6 @@ def probe(path: Path, mode: str, threads: int, tokens: int, adaptive: bool = Fal
         "decode_tok_s": round(tokens / (ended - prefilled), 1) if tokens else 0.0,
         "buffer_types": buffer_log.sizes,
         "repacked_tensors": len(buffers.repacked),
-        **({"threads_steps": chooser.steps_by_threads} if chooser else {}),
     }
 
 
@@ -98,9 +83,8 @@ def main() -> None:
     parser.add_argument("--extra-buffers", default="on", choices=["on", "repack", "off"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=16)
-    parser.add_argument("--adaptive", action="store_true", help="Choose 1 or --threads threads per step.")
     args = parser.parse_args()
-    result = probe(args.model, args.extra_buffers, args.threads, args.tokens, args.adaptive)
+    result = probe(args.model, args.extra_buffers, args.threads, args.tokens)
     print(json.dumps(result), flush=True)
 
 

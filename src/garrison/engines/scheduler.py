@@ -25,18 +25,11 @@ from garrison.domain import FinishReason, GenerationDone, GenerationEvent, Timin
 from garrison.engines.kvcache import Placement, Slot, SlotTable
 from garrison.engines.sampling import SamplerChain
 from garrison.engines.text import TextStream
-from garrison.engines.threads import ThreadChooser
 from garrison.errors import EngineError, EngineUnavailable, GarrisonError
 
 log = logging.getLogger(__name__)
 
 Outcome = GenerationEvent | BaseException
-
-# ggml's CPU flash attention takes a split-KV path for a one-token step of one sequence once its KV view
-# reaches 512 cells (llama.cpp pads the view to 256, so from 257 used cells on), and that path sums in
-# thread-count chunks. From this many cells (a margin for holes) such a step always runs on one thread, as
-# it does alone or batched on any load, so a lone sequence's answer never depends on the thread choice.
-SPLIT_KV_CELLS = 224  # (llama.cpp's n_threads, used for one-token ubatches, is 1 while such a sequence runs)
 
 
 @dataclass(eq=False, slots=True)
@@ -108,12 +101,9 @@ class BatchScheduler:
         piece: Callable[[int], bytes],
         eog: frozenset[int],
         name: str,
-        threads: ThreadChooser | None = None,
     ) -> None:
         self.name = name
         self._ctx = ctx
-        self._threads = threads  # None: llama.cpp's n_threads / n_threads_batch as the context was made
-        self._n_threads = (threads.max_threads, threads.max_threads) if threads else (0, 0)  # as the context was made
         self._slots = SlotTable(memory, n_slots, prefix_cache=prefix_cache)
         self._n_batch = n_batch
         self._rows_per_sequence = max(1, min(rows_per_sequence, n_batch))
@@ -172,7 +162,6 @@ class BatchScheduler:
             "step_ns_total": c.step_ns,
             "decode_ns_total": c.decode_ns,
             "sample_ns_total": c.sample_ns,
-            **(self._threads.state() if self._threads else {}),
         }
 
     # -- decode thread only ------------------------------------------------------------------------
@@ -302,13 +291,9 @@ class BatchScheduler:
                 if start + len(chunk) > last:
                     samplers.append((seq, index))
                 fed.append((seq, chunk))
-        threads, measured = self._set_threads(batch.n_tokens, fed)
         decode_started = time.perf_counter_ns()
         status = llama_cpp.llama_decode(self._ctx, batch)
-        elapsed = time.perf_counter_ns() - decode_started
-        self.counters.decode_ns += elapsed
-        if measured and self._threads is not None and status == 0:
-            self._threads.record(batch.n_tokens, threads, elapsed)
+        self.counters.decode_ns += time.perf_counter_ns() - decode_started
         if status != 0:
             raise EngineError(f"llama_decode returned {status} for a batch of {batch.n_tokens} tokens")
         self.counters.steps += 1
@@ -323,24 +308,6 @@ class BatchScheduler:
         self.counters.sample_ns += time.perf_counter_ns() - sample_started
         for seq, token in sampled:
             self._accept(seq, token)
-
-    def _set_threads(self, n_tokens: int, fed: list[tuple[Sequence, list[int]]]) -> tuple[int, bool]:
-        """Threads for this step (and whether its time teaches the chooser); llama.cpp is told on a change."""
-        chooser = self._threads
-        if chooser is None:
-            return 0, False
-        # llama.cpp splits a multi-sequence batch into ubatches of equal rows per sequence, so a one-token ubatch
-        # of one sequence (run with n_threads) can come out of any batch: n_threads stays 1 while a long one rides
-        long = any(len(_slot(seq).tokens) + len(tokens) >= SPLIT_KV_CELLS for seq, tokens in fed)
-        if n_tokens == 1 and long:
-            threads, measured = chooser.pinned(1), False
-        else:
-            threads, measured = chooser.choose(n_tokens), True
-        pair = (1 if long else threads, threads)
-        if pair != self._n_threads:
-            llama_cpp.llama_set_n_threads(self._ctx, *pair)
-            self._n_threads = pair
-        return threads, measured
 
     def _add(self, token: int, pos: int, seq_id: int, logits: bool) -> int:
         batch = self._batch
