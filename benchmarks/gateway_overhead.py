@@ -12,7 +12,7 @@ process. The same chat completions, non-streamed and streamed, go to it
 at concurrency 1, 16 and 64, interleaved round by round in shuffled order so drift hits every target alike.
 Added latency is a target's percentile minus direct's; requests/s at saturation is the c=64 rate; RSS of the
 garrison process is read before and after a soak of `--soak` requests. CPU time per request of each gateway
-process (user and system, all its threads) is read around its segments at c=1, and an fsync-ed SQLite commit
+process (user and system, all its threads) is read around its segments at every level, and an fsync-ed SQLite commit
 on the gateways' disk is timed: together with `floor` they bound what any Python gateway with a durable audit
 record can add here.
 
@@ -499,12 +499,12 @@ def markdown_table(result: dict[str, Any]) -> str:
               "| --- |" + " --- |" * (len(gateways) + 1)]
     for kind, row in rates.items():
         lines.append(f"| {kind} | {row['direct']:.0f} | " + " | ".join(f"{row[g]:.0f}" for g in gateways) + " |")
-    cpu = result["levels"]["c1_whole"]
-    if "cpu_ms_per_request" in cpu["direct"]:
+    c1_whole, c1_stream = result["levels"]["c1_whole"], result["levels"]["c1_stream"]
+    if "cpu_ms_per_request" in c1_whole["direct"]:
         lines += ["", "| CPU ms a request, c=1 (whole / stream) | direct (the mock) | " + " | ".join(gateways) + " |",
                   "| --- |" + " --- |" * (len(gateways) + 1),
-                  "| | " + " | ".join(f"{result['levels']['c1_whole'][t]['cpu_ms_per_request']:.2f} / "
-                                       f"{result['levels']['c1_stream'][t]['cpu_ms_per_request']:.2f}"
+                  "| | " + " | ".join(f"{c1_whole[t]['cpu_ms_per_request']:.2f} / "
+                                       f"{c1_stream[t]['cpu_ms_per_request']:.2f}"
                                        for t in ("direct", *gateways)) + " |"]
     if "durable_commit_ms" in result:
         commit = result["durable_commit_ms"]
