@@ -143,9 +143,10 @@ def test_prefix_reused_answer_equals_cold_answer(live_server) -> None:
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "known engine bug, open: on a 2-core AMD EPYC (2026-12-02) the copied-prefix answer differed from the cold "
-    "one in 2 of 3 full-suite runs (' 4.\\nThe entry...' vs ' 4.\\n\\nThe entry...'), never when run alone; "
-    "batched and lone steps do not yet always give identical numbers (see the session note)"))
+    "known engine bug, open, root cause found: a one-token ubatch of one sequence with 512+ KV cells takes "
+    "ggml's split-KV flash attention, whose per-thread partial sums differ from the per-row path a batched step "
+    "takes; with engine.threads = 2 the cold and copied answers' logprobs differed in 6 of 6 probes, with 1 "
+    "thread (or under 256 cells) in 0 of 8 (Intel Xeon, 2026-12-02; see the session note)"))
 def test_prefix_of_a_running_sequence_is_copied_and_answers_identically(live_server) -> None:
     """While one request still generates, another with the same long prefix reuses its KV by copy."""
     prefix = f"Log {uuid.uuid4().hex}:\n" + " ".join(f"Entry {n} reads {n * 7 % 13}." for n in range(60))

@@ -69,9 +69,13 @@ def test_each_request_allowed_or_denied_leaves_its_chained_records(live_server) 
     before = audit.count()
     last_seq = max((r["seq"] for r in audit.query(limit=None)), default=0)
     good = _client(live_server, live_server.api_key)
-    good.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3)
-    list(good.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3,
-                                      stream=True))
+    answer = good.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    chunks = list(good.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                               max_tokens=3, stream=True, stream_options={"include_usage": True}))
+    streamed = chunks[-1].usage
+    assert answer.usage is not None and streamed is not None
+    # Sampled answers may end before max_tokens; the record holds what the client was told it used.
+    assert 1 <= answer.usage.completion_tokens <= 3 and 1 <= streamed.completion_tokens <= 3
     with pytest.raises(openai.AuthenticationError):
         _client(live_server, "gsk_dev_not-a-real-key").models.list()
     with pytest.raises(openai.NotFoundError):
@@ -83,6 +87,7 @@ def test_each_request_allowed_or_denied_leaves_its_chained_records(live_server) 
     final = [records[1], records[3], records[4], records[5]]
     assert [r["status"] for r in final] == [200, 200, 401, 404]
     assert [r["decision"] for r in final] == ["allow", "allow", "deny", "error"]
-    assert final[0]["completion_tokens"] == 3 and final[1]["completion_tokens"] == 3
+    assert final[0]["completion_tokens"] == answer.usage.completion_tokens
+    assert final[1]["completion_tokens"] == streamed.completion_tokens
     assert final[3]["error_code"] == "model_not_found" and final[3]["model"] == "missing"
     assert audit.verify().ok and audit.unfinished() == []
