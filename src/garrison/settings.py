@@ -85,6 +85,11 @@ class EngineSettings(BaseModel):
         default=64, description="Requests allowed to wait for a slot; beyond this the server answers 503."
     )
     prefix_cache: bool = Field(default=True, description="Reuse the KV cache of shared prompt prefixes.")
+    batch_invariant: bool = Field(
+        default=True,
+        description="Keep each sequence's numbers independent of what else is in the batch: a lone one-token "
+        "step past 256 KV cells gets a padding row when one-token steps use 2+ threads (docs/engine.md).",
+    )
     raw_prompt_control_tokens: bool = Field(
         default=False,
         description="Let completion prompts (/v1/completions, Ollama raw generate) spell control tokens such "

@@ -36,6 +36,9 @@ _ENGINE_METRICS: dict[str, tuple[str, str, bool]] = {
         "garrison_engine_prefix_cache_tokens", "Prompt tokens taken from the prefix cache.", True
     ),
     "decode_steps_total": ("garrison_engine_decode_steps", "Decode steps run.", True),
+    "padded_steps_total": (
+        "garrison_engine_padded_steps", "Lone one-token steps given a padding row to keep results exact.", True
+    ),
     "healthy": ("garrison_engine_healthy", "1 while the engine's decode loop serves, 0 while it cannot.", False),
     "loop_restarts_total": (
         "garrison_engine_loop_restarts", "Decode steps that failed (their requests failed, the loop went on).", True

@@ -1,7 +1,8 @@
 """KV cache slots of one llama.cpp context: what each sequence id holds, and prefix reuse between them.
 
 The context keeps one KV stream per sequence id (`kv_unified = False`): a sequence's attention reads only
-its own cells, in position order, so its numbers never depend on who else is in the batch. Finished
+its own cells, in position order, so its numbers never depend on who else is in the batch (for the one
+exception, a lone one-token step, see `LONE_STEP_CELLS` in scheduler.py). Finished
 sequences leave their KV in place until the slot is needed again; a new prompt that shares a long prefix
 with a slot's tokens reuses them: in place when that slot is free, or by copying the source's stream
 (`llama_memory_seq_cp`, a whole-buffer copy between streams) when the source is still generating.
@@ -104,6 +105,19 @@ class SlotTable:
             if n > best[slot.busy][1]:
                 best[slot.busy] = (slot, n)
         return best[False], best[True]
+
+    def spare_neighbour(self, slot: Slot, capacity: int) -> Slot | None:
+        """A free slot next to `slot` (by sequence id) with room for one more cell, for a padding row."""
+        for seq_id in (slot.seq_id + 1, slot.seq_id - 1):
+            if 0 <= seq_id < len(self.slots):
+                other = self.slots[seq_id]
+                if not other.busy and len(other.tokens) < capacity:
+                    return other
+        return None
+
+    def drop_after(self, slot: Slot) -> None:
+        """Remove any KV past the slot's recorded tokens (a padding row's cell)."""
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, len(slot.tokens), -1)
 
     def has_free(self, n: int) -> bool:
         """Whether `n` slots are free (a request with n choices is admitted whole)."""

@@ -119,6 +119,8 @@ class LlamaEngine:
             piece=self.piece,
             eog=frozenset(self._eog_ids),
             name=info.id,
+            decode_threads=decode_threads if engine.batch_invariant else 1,
+            slot_capacity=info.context_length,
         )
         self.kv_cells_total = int(llama_cpp.llama_n_ctx(self._ctx))
         self.threads = threads

@@ -29,6 +29,13 @@ from garrison.errors import EngineError, EngineUnavailable, GarrisonError
 
 log = logging.getLogger(__name__)
 
+# ggml's CPU flash attention runs a one-token ubatch of a single stream with 512+ KV cells (n_kv is padded to
+# 256) split across threads, each summing a share of the cells; its results differ in the last bits from the
+# per-row path every other step takes, so a sequence's tokens would depend on whether it ran alone. A lone
+# one-token step past this many cells therefore carries a padding row in a neighbouring free stream (two
+# streams take the per-row path), whose cell is dropped after the step. One thread never splits.
+LONE_STEP_CELLS = 256
+
 Outcome = GenerationEvent | BaseException
 
 
@@ -76,6 +83,7 @@ class Counters:
     step_ns: int = 0  # whole steps on the decode thread
     decode_ns: int = 0  # inside llama_decode
     sample_ns: int = 0  # inside the native samplers
+    padded_steps: int = 0  # lone one-token steps given a padding row (LONE_STEP_CELLS)
 
 
 def _deliver(items: list[tuple[asyncio.Queue[Outcome], list[Outcome]]]) -> None:
@@ -101,9 +109,13 @@ class BatchScheduler:
         piece: Callable[[int], bytes],
         eog: frozenset[int],
         name: str,
+        decode_threads: int = 1,
+        slot_capacity: int = 0,
     ) -> None:
         self.name = name
         self._ctx = ctx
+        self._pad_lone_steps = decode_threads > 1 and slot_capacity > 0
+        self._slot_capacity = slot_capacity
         self._slots = SlotTable(memory, n_slots, prefix_cache=prefix_cache)
         self._n_batch = n_batch
         self._rows_per_sequence = max(1, min(rows_per_sequence, n_batch))
@@ -162,6 +174,7 @@ class BatchScheduler:
             "step_ns_total": c.step_ns,
             "decode_ns_total": c.decode_ns,
             "sample_ns_total": c.sample_ns,
+            "padded_steps_total": c.padded_steps,
         }
 
     # -- decode thread only ------------------------------------------------------------------------
@@ -291,8 +304,13 @@ class BatchScheduler:
                 if start + len(chunk) > last:
                     samplers.append((seq, index))
                 fed.append((seq, chunk))
+        padding = self._pad_lone_step(fed)
         decode_started = time.perf_counter_ns()
-        status = llama_cpp.llama_decode(self._ctx, batch)
+        try:
+            status = llama_cpp.llama_decode(self._ctx, batch)
+        finally:
+            if padding is not None:
+                self._slots.drop_after(padding)
         self.counters.decode_ns += time.perf_counter_ns() - decode_started
         if status != 0:
             raise EngineError(f"llama_decode returned {status} for a batch of {batch.n_tokens} tokens")
@@ -308,6 +326,20 @@ class BatchScheduler:
         self.counters.sample_ns += time.perf_counter_ns() - sample_started
         for seq, token in sampled:
             self._accept(seq, token)
+
+    def _pad_lone_step(self, fed: list[tuple[Sequence, list[int]]]) -> Slot | None:
+        """Add a padding row beside a lone one-token step past `LONE_STEP_CELLS`; the slot it wrote to."""
+        if not self._pad_lone_steps or self._batch.n_tokens != 1:
+            return None
+        slot = _slot(fed[0][0])
+        if len(slot.tokens) + 1 <= LONE_STEP_CELLS:
+            return None
+        spare = self._slots.spare_neighbour(slot, self._slot_capacity)
+        if spare is None:
+            return None
+        self._add(self._batch.token[0], len(spare.tokens), spare.seq_id, False)
+        self.counters.padded_steps += 1
+        return spare
 
     def _add(self, token: int, pos: int, seq_id: int, logits: bool) -> int:
         batch = self._batch
