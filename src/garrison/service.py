@@ -232,7 +232,7 @@ class InferenceService:
         meter = _Meter(estimate, shaped.sampling.max_tokens)
         inner = _engine_events(engine, shaped)
         context = self.model(request.model).context_length
-        events = run_after(self.stages, request, caller, meter.watch(inner, ticket, self.ledger, context))
+        events = run_after(self.stages, request, caller, meter.watch(inner, ticket, self.ledger, context, self.offload))
         failure: BaseException | None = None
         try:
             async for event in events:
@@ -380,7 +380,7 @@ class _Meter:
         self.delivered = False  # an event reached the consumer (a stream's HTTP status is then 200)
 
     async def watch(
-        self, events: AsyncIterator[GenerationEvent], ticket: Ticket, ledger: Ledger, context: int
+        self, events: AsyncIterator[GenerationEvent], ticket: Ticket, ledger: Ledger, context: int, offload: Offload
     ) -> AsyncIterator[GenerationEvent]:
         """The engine's events, counted. Once the engine counts the prompt the grant grows to fit it where
         the key's limits allow; a prompt that does not fit is refused before any decode work, and a
@@ -393,7 +393,7 @@ class _Meter:
                     if self.limit is not None:
                         asked = ticket.asked if ticket.asked is not None else max(1, context - event.prompt_tokens)
                         want = event.prompt_tokens + asked
-                        self.limit = await anyio.to_thread.run_sync(ledger.extend, ticket, want)
+                        self.limit = await offload.run(ledger.extend, ticket, want)
                         if self.limit is not None and event.prompt_tokens >= self.limit:
                             self.prompt_tokens = 0  # refused before any prompt processing: nothing to charge
                             raise ticket.over_limit(event.prompt_tokens, ledger.now())

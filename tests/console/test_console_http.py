@@ -279,3 +279,44 @@ async def test_a_callback_that_did_not_start_here_is_refused_and_audited(console
     assert response.status_code == 401 and "Single sign-on failed" in response.text
     record = _records(console_app)[-1]
     assert record["route"] == "/console/oidc/callback" and record["decision"] == "deny"
+
+
+async def test_password_hashing_runs_off_the_event_loop(console_app: ConsoleApp) -> None:
+    """An Argon2 hash or verify takes a tenth of a second of CPU: sign-in, a new user and a password reset
+    do it in a worker thread, so every other request (a token stream, say) goes on meanwhile."""
+    import asyncio
+
+    from argon2 import PasswordHasher
+
+    def on_event_loop() -> bool:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return True
+
+    class Watched(PasswordHasher):
+        calls: list[tuple[str, bool]] = []
+
+        def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+            self.calls.append(("hash", on_event_loop()))
+            return super().hash(password, salt=salt)
+
+        def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+            self.calls.append(("verify", on_event_loop()))
+            return super().verify(hash, password)
+
+    console_app.add_user("root", role="admin")
+    watched = Watched()
+    console_app.console.users._hasher = watched
+    async with console_app.client() as http:
+        assert (await sign_in(http, "root")).status_code == 303
+        token = csrf_of((await http.get("/console/admin/users")).text)
+        created = await http.post("/console/admin/users", data={
+            "username": "pat", "password": "a long enough password", "scope_chat": "1", "csrf_token": token})
+        assert created.status_code == 201
+        pat = next(u for u in console_app.console.users.all("dev") if u.username == "pat")
+        reset = await http.post(f"/console/admin/users/{pat.id}/reset", data={"csrf_token": token})
+        assert reset.status_code == 200
+    assert [kind for kind, _ in watched.calls] == ["verify", "hash", "hash"]
+    assert not any(on_loop for _, on_loop in watched.calls), watched.calls

@@ -92,3 +92,38 @@ def test_a_daily_budget_is_one_budget_across_gateways(gateways: Gateways) -> Non
         assert len(spent) < 8  # the budget ran out although requests alternated between gateways
     finally:
         security.close()
+
+
+def test_a_key_check_waiting_on_the_database_does_not_stall_the_gateway(gateways: Gateways) -> None:
+    """The key check runs off the event loop on a shared store: while one request's check waits on the
+    database (here a lock held on the keys table; in production a slow link or an unreachable server's
+    connect timeout), the gateway keeps answering others."""
+    import time
+
+    import httpx
+    import psycopg
+
+    security = gateways.security()
+    try:
+        issued = security.keys.create(name="waits", env="dev")
+    finally:
+        security.close()
+    url = gateways.urls[0]
+    waiting_on_keys = (
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+        "WHERE c.relname = 'api_keys' AND NOT l.granted"
+    )
+    with psycopg.connect(str(gateways.settings.store.url), autocommit=True) as locker, ThreadPoolExecutor(1) as pool:
+        locker.execute("BEGIN")
+        locker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        try:
+            pending = pool.submit(chat, url, issued.token)
+            deadline = time.monotonic() + 60
+            while locker.execute(waiting_on_keys).fetchone()[0] == 0:  # type: ignore[index]
+                assert time.monotonic() < deadline and not pending.done(), "the key check never reached the lock"
+                time.sleep(0.02)
+            health = httpx.get(f"{url}/health", timeout=20)  # a blocked event loop would not answer this
+            assert health.status_code == 200 and not pending.done()
+        finally:
+            locker.execute("COMMIT")
+        assert pending.result(timeout=60).status_code == 200

@@ -12,8 +12,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import anyio
 from starlette.requests import Request
@@ -29,6 +29,7 @@ from garrison.security import Security
 from garrison.security.principal import Principal
 
 log = logging.getLogger("garrison.audit")
+T = TypeVar("T")
 
 _CONSOLE, _CONSOLE_STATIC = "/console", "/console/static/"  # console routes check their own session cookie
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -49,12 +50,27 @@ async def authorize(request: Request, scope: str | None, model: str | None = Non
     if security is None or not security.auth_enabled:
         return None
     guard = security.guard
-    principal = ctx.principal or guard.authenticate(request.headers.get("authorization"))
+    principal = ctx.principal or await off_loop(request.app, security, guard.authenticate,
+                                                request.headers.get("authorization"))
     ctx.principal = principal
     guard.authorize(principal, scope, model)
-    guard.admit(principal)
+    await off_loop(request.app, security, guard.admit, principal)
     ctx.authorized = True
     return principal
+
+
+async def off_loop(app: Any, security: Security, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)`, a key check or quota admission: inline on the embedded SQLite store (a local read of
+    microseconds, less than a thread hop costs); in the pipeline's store threads when it may wait on a server
+    (`security.networked`), so one round trip, or an unreachable database's connect timeout, never stalls
+    the event loop and every other request (and /health) with it."""
+    if not security.networked:
+        return fn(*args)
+    inference = getattr(getattr(app, "state", None), "inference", None)
+    if inference is None:  # an app without the pipeline (unit tests)
+        return await anyio.to_thread.run_sync(fn, *args)
+    result: T = await inference.offload.run(fn, *args)
+    return result
 
 
 async def visible_models(request: Request, models: Iterable[ModelInfo]) -> list[ModelInfo]:
@@ -90,7 +106,9 @@ class RequestContextMiddleware:
         bearer = not (path == _CONSOLE or path.startswith(_CONSOLE + "/"))  # the console signs in by session
         if security is not None and security.auth_enabled and bearer and path not in security.public_paths:
             try:  # deny by default: no route runs for an unauthenticated caller, known path or not
-                ctx.principal = security.guard.authenticate(_header(scope, b"authorization"))
+                ctx.principal = await off_loop(
+                    scope.get("app"), security, security.guard.authenticate, _header(scope, b"authorization")
+                )
             except Unauthenticated as exc:
                 ctx.deny(exc.message)
                 ctx.note(exc)

@@ -43,6 +43,9 @@ class Security:
     audit_exclude_paths: frozenset[str] = frozenset({"/health"})
     bootstrap_key: str | None = field(default=None, repr=False)
     offline: outage.OfflineQuotas | None = None  # admissions while a shared store is unreachable
+    # A key check or quota admission may wait on a server (PostgreSQL store, Redis limits): a round trip, and
+    # in an outage a connect timeout. The HTTP layer then runs them off the event loop (api/access.py).
+    networked: bool = False
 
     def store_outage(self, exc: BaseException) -> bool:
         """Whether `exc` is the shared store being unreachable and this gateway rides it out (degraded)."""
@@ -126,6 +129,7 @@ def connect(settings: Settings, *, clock: Clock = time.time) -> Security:
         guard=guard,
         audit=audit,
         offline=offline,
+        networked=store.dialect != "sqlite" or bool(lim.url),
         env=env,
         auth_enabled=settings.auth.enabled,
         public_paths=frozenset(settings.auth.public_paths),
