@@ -3,7 +3,7 @@
 The central tier here is a bare listening socket: it proves that a request whose data is labelled above the
 model's trust (the caller's X-Garrison-Data-Label) opens no connection at all, chat or embeddings (egress is
 checked before any byte leaves), and it captures what an allowed request sends, whose bearer token must
-verify as the end user's, addressed to the central tier.
+verify as the end user's, addressed to the central tier, with the request's data label beside it.
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ def test_data_above_the_models_trust_never_leaves_and_allowed_requests_carry_a_v
     lower = _headers(seen[0])
     local_id = allowed.headers["x-request-id"]
     assert lower["x-request-id"] == local_id
+    assert lower["x-garrison-data-label"] == "internal"  # the central tier checks the label again
     claims = _verify(local, lower["authorization"].removeprefix("Bearer "))
     assert (claims.issuer, claims.key_id, claims.env, claims.request_id) == ("ws-1", local.key_id, "dev", local_id)
     assert claims.clearance == "confidential"  # the user's restricted, capped at the peer's ceiling there

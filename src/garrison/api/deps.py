@@ -12,6 +12,7 @@ from garrison.domain import new_request_id
 from garrison.pipeline.handler import Generation
 from garrison.pipeline.ledger import Origin
 from garrison.pipeline.stages import Caller
+from garrison.security.principal import DATA_LABEL_HEADER
 from garrison.service import InferenceService
 
 
@@ -60,9 +61,6 @@ def bind_generation(request: Request, service: InferenceService, caller: Caller)
     )
     ctx.origin = origin
     return Generation(service, caller, origin, data_label=declared_label(request))
-
-
-DATA_LABEL_HEADER = "x-garrison-data-label"
 
 
 def declared_label(request: Request) -> str | None:

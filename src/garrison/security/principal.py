@@ -14,6 +14,9 @@ SCOPES: tuple[str, ...] = (
 )
 DEFAULT_SCOPES: tuple[str, ...] = ("chat", "completions", "embeddings")
 CLEARANCES: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
+# The header in which a caller, or a local tier forwarding to a central one, declares the classification of
+# the data it sends (one of CLEARANCES); on every surface.
+DATA_LABEL_HEADER = "x-garrison-data-label"
 ANY_MODEL = "*"
 ANY_COLLECTION = "*"
 

@@ -5,7 +5,9 @@ The wire is the OpenAI one (engines/upstream/openai.py) plus what a garrison add
 on another replica too) carries `Authorization: Bearer <token>`, a token this gateway signs for the end user
 the request runs for (security/federation.py: key id, environment, clearance, scopes, the local request id as
 `rid`, `act` naming this gateway, the central tier as `aud`, seconds of life, a fresh `jti`), and
-`X-Request-Id: <local request id>`. The central tier's `x-request-id` answer header is noted in the request's
+`X-Request-Id: <local request id>`, and the request's data label (`X-Garrison-Data-Label`, as the caller declared
+it or a local stage raised it), so the central tier checks the label against the user's clearance and its own
+models' trust as well. The central tier's `x-request-id` answer header is noted in the request's
 annotations, so the local audit record names the central record (`details.forwarded.central_request_id`).
 Health probes carry a token for this gateway itself (`sub` "gateway:<name>", public clearance, no scopes).
 """
@@ -31,7 +33,7 @@ from garrison.engines.upstream.engine import UpstreamEngine
 from garrison.engines.upstream.openai import OpenAIWire, SseDecoder
 from garrison.engines.upstream.routing import Replica
 from garrison.security.federation import TokenSigner
-from garrison.security.principal import CLEARANCES, Principal
+from garrison.security.principal import CLEARANCES, DATA_LABEL_HEADER, Principal
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -124,7 +126,10 @@ class GarrisonEngine(UpstreamEngine):
         if who.is_anonymous:  # auth is off here: the central tier's ceiling for this peer still applies
             who = dataclasses.replace(who, key_id="anonymous")
         token = self.signer.mint(who, audience=self.audience, request_id=request.request_id, ttl_s=self.ttl_s)
-        return {"Authorization": f"Bearer {token}", "X-Request-Id": request.request_id}
+        headers = {"Authorization": f"Bearer {token}", "X-Request-Id": request.request_id}
+        if request.data_label is not None:  # the central tier checks it too: its clearance and its models' trust
+            headers[DATA_LABEL_HEADER] = request.data_label
+        return headers
 
     def _answered(self, request: GenerationRequest | EmbeddingRequest, replica: Replica, headers: Any) -> None:
         central = headers.get("x-request-id") if headers is not None else None
