@@ -218,8 +218,7 @@ class InferenceService:
                 async for event in run:
                     yield event
             finally:
-                with anyio.CancelScope(shield=True):
-                    await run.aclose()  # type: ignore[attr-defined]
+                await aclose_shielded(run)
 
     async def _run(
         self, engine: Engine, request: GenerationRequest, caller: Caller, ticket: Ticket, estimate: int
@@ -248,10 +247,9 @@ class InferenceService:
             failure = exc
             raise
         finally:
-            with anyio.CancelScope(shield=True):
-                await events.aclose()  # type: ignore[attr-defined]
-                await inner.aclose()  # type: ignore[attr-defined]
-                if not ticket.finished:
+            await aclose_shielded(events, inner)
+            if not ticket.finished:
+                with anyio.CancelScope(shield=True):
                     try:
                         outcome = meter.outcome(ticket.origin, failure)
                         await self.offload.run(self.ledger.finish, ticket, outcome)
@@ -266,8 +264,7 @@ class InferenceService:
         try:
             first = await anext(events)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await events.aclose()  # type: ignore[attr-defined]
+            await aclose_shielded(events)
             raise
         return first, events
 
@@ -282,8 +279,7 @@ class InferenceService:
             async for event in events:
                 seen.append(event)
         finally:
-            with anyio.CancelScope(shield=True):
-                await events.aclose()  # type: ignore[attr-defined]
+            await aclose_shielded(events)
         if not any(isinstance(event, GenerationDone) for event in seen):
             raise EngineError("the engine ended without a result")
         return collect(request, seen)
@@ -351,8 +347,7 @@ async def _engine_events(engine: Engine, request: GenerationRequest) -> AsyncIte
             sampling = request.sampling
             if exc.param != "max_tokens" or not sampling.max_tokens_is_cap or sampling.max_tokens is None:
                 raise
-            with anyio.CancelScope(shield=True):
-                await events.aclose()  # type: ignore[attr-defined]
+            await aclose_shielded(events)
             request = dataclasses.replace(request, sampling=dataclasses.replace(sampling, max_tokens=None))
             events = engine.generate(request)
             first = await anext(events, None)
@@ -362,8 +357,18 @@ async def _engine_events(engine: Engine, request: GenerationRequest) -> AsyncIte
         async for event in events:
             yield event
     finally:
-        with anyio.CancelScope(shield=True):
-            await events.aclose()  # type: ignore[attr-defined]
+        await aclose_shielded(events)
+
+
+async def aclose_shielded(*generators: AsyncIterator[Any]) -> None:
+    """Close async generators, shielded from cancellation (their `finally` blocks settle and record); one that
+    already ran to its end (a native generator without a frame) needs nothing, and costs no cancel scope."""
+    open_ = [g for g in generators if getattr(g, "ag_frame", True) is not None]
+    if not open_:
+        return
+    with anyio.CancelScope(shield=True):
+        for generator in open_:
+            await generator.aclose()  # type: ignore[attr-defined]
 
 
 class _Meter:
