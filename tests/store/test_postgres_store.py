@@ -141,3 +141,34 @@ def test_answer_durability_commits_admissions_without_waiting_for_the_wal_flush(
     finally:
         security.close()
         other.close()
+
+
+def test_a_peer_token_one_central_gateway_took_is_refused_by_another(url: str, tmp_path: Path) -> None:
+    """Two central gateways on one database: a forwarded request's token is taken once, whichever gateway
+    sees it first; replayed to the other it is refused (peer_token_replayed), and expired ids are pruned."""
+    from garrison.errors import Unauthenticated
+    from garrison.security.federation import StoreSeenTokens, TokenSigner, TokenVerifier, TrustedPeer
+    from garrison.security.principal import Principal
+
+    signer = TokenSigner.generate("ws-1")
+    peer = TrustedPeer.from_pem("ws-1", signer.public_pem(), "confidential")
+    stores = [open_store(Settings(home=tmp_path / name, store={"url": url})) for name in ("a", "b")]
+    try:
+        first, second = (TokenVerifier("hq", [peer], shared=StoreSeenTokens(s, prune_every=2)) for s in stores)
+        user = Principal(key_id="k1", name="dana", env="dev", scopes=frozenset({"chat"}), models=frozenset({"*"}),
+                         clearance="internal")
+        token = signer.mint(user, audience="hq", request_id="r1")
+        assert first.verify(token).key_id == "k1"
+        with pytest.raises(Unauthenticated) as replayed:
+            second.verify(token)
+        assert replayed.value.code == "peer_token_replayed"
+        fresh = signer.mint(user, audience="hq", request_id="r2")
+        assert second.verify(fresh).request_id == "r2"  # a new token is taken by either
+        rows = stores[0].fetchall("SELECT id FROM federation_tokens")
+        assert len(rows) == 2 and all(str(r["id"]).startswith("ws-1:") for r in rows)
+        stores[0].execute("UPDATE federation_tokens SET expires_at = 0")
+        StoreSeenTokens(stores[0], prune_every=1).first_use("ws-1:probe", 9e9)  # its insert prunes the expired
+        assert [r["id"] for r in stores[0].fetchall("SELECT id FROM federation_tokens")] == ["ws-1:probe"]
+    finally:
+        for store in stores:
+            store.close()

@@ -118,7 +118,7 @@ def connect(settings: Settings, *, clock: Clock = time.time) -> Security:
         offline = outage.OfflineQuotas(quotas, clock)
     guard = Guard(keys, quotas, env, clock)
     try:
-        guard.peers = load_verifier(settings, clock)
+        guard.peers = load_verifier(settings, clock, store if store.dialect != "sqlite" else None)
     except BaseException:
         store.close()
         raise

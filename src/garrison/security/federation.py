@@ -6,7 +6,8 @@ user's key id (`sub`), environment, clearance and scopes, the local request id (
 chains link), an `act` claim naming the local gateway, the central tier as audience (`aud`), an expiry of
 seconds and a unique `jti`. The central tier (`[[federation.peers]]`) trusts a peer by its public key; the
 guard (security/guard.py) turns such a bearer into a peer `Principal` or refuses it (401) when forged,
-expired, wrongly addressed, meant to live too long, or replayed (the `jti` memory is per process). The
+expired, wrongly addressed, meant to live too long, or replayed (a used `jti` is remembered in the process and,
+on a shared store, in the store, so several central gateways refuse a token any one of them took). The
 principal's clearance is the lower of the token's and the peer's `max_clearance`; its scopes, models and
 collections are what both allow; its audit records carry the peer, the end user and the local request id.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 import re
 import secrets
@@ -35,7 +37,9 @@ from garrison.store.times import Clock
 
 if TYPE_CHECKING:
     from garrison.settings import FederationPeer, Settings
+    from garrison.store import Store
 
+log = logging.getLogger("garrison.security")
 MAX_TTL_S = 60.0  # a central tier refuses tokens meant to live longer than this
 _HEADER = {"alg": "EdDSA", "typ": "JWT"}
 _ID = re.compile(r"^[A-Za-z0-9._:@/-]{1,128}$")  # ids a token may carry into an audit record
@@ -195,15 +199,53 @@ def load_signer(settings: Settings, clock: Clock = time.time) -> TokenSigner:
         raise ConfigError(f"federation key {path} cannot be read: {exc}") from None
 
 
-def load_verifier(settings: Settings, clock: Clock = time.time) -> TokenVerifier | None:
-    """The check of peer tokens when `[[federation.peers]]` lists any (None otherwise)."""
+def load_verifier(settings: Settings, clock: Clock = time.time, store: Store | None = None) -> TokenVerifier | None:
+    """The check of peer tokens when `[[federation.peers]]` lists any (None otherwise); with a shared `store`
+    the tokens it accepts are remembered there too, against a replay to another gateway."""
     federation = settings.federation
     if not federation.peers:
         return None
     if federation.name is None:
         raise ConfigError("[[federation.peers]] needs [federation] name: the audience peers address tokens to")
     peers = [TrustedPeer.from_settings(p) for p in federation.peers]
-    return TokenVerifier(federation.name, peers, clock, seen_capacity=federation.replay_capacity)
+    shared = StoreSeenTokens(store, clock) if store is not None else None
+    return TokenVerifier(federation.name, peers, clock, seen_capacity=federation.replay_capacity, shared=shared)
+
+
+class StoreSeenTokens:
+    """Used token ids in the shared store: the first gateway to insert an id takes the token, any other (and any
+    later replay) finds it there. While the store is unreachable only each process's own memory checks (the
+    degraded mode of docs/scale.md); expired ids are deleted every `prune_every` insertions."""
+
+    def __init__(self, store: Store, clock: Clock = time.time, *, prune_every: int = 1000) -> None:
+        self._store, self._clock, self._prune_every = store, clock, prune_every
+        self._inserted = 0
+        self._degraded = False  # said once per outage
+        self._lock = threading.Lock()
+
+    def first_use(self, token_id: str, expires_at: float) -> bool:
+        """Record `token_id`; False when it was already recorded (a replay)."""
+        store = self._store
+        try:
+            added = store.execute(
+                "INSERT INTO federation_tokens (id, expires_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+                (token_id, expires_at),
+            )
+            with self._lock:
+                self._inserted += 1
+                prune = self._inserted % self._prune_every == 0
+            if prune:
+                store.execute("DELETE FROM federation_tokens WHERE expires_at <= ?", (self._clock(),))
+        except store.errors as exc:
+            if not store.is_outage(exc):
+                raise
+            if not self._degraded:
+                self._degraded = True
+                log.warning("peer tokens are checked against each process's memory only while the store is "
+                            "unreachable")
+            return True
+        self._degraded = False
+        return added == 1
 
 
 def looks_like_token(bearer: str) -> bool:
@@ -221,9 +263,10 @@ class TokenVerifier:
     """The central tier's check of forwarded requests; thread-safe, with a bounded memory of used tokens."""
 
     def __init__(
-        self, audience: str, peers: list[TrustedPeer], clock: Clock = time.time, *, seen_capacity: int = 100_000
+        self, audience: str, peers: list[TrustedPeer], clock: Clock = time.time, *, seen_capacity: int = 100_000,
+        shared: StoreSeenTokens | None = None,
     ) -> None:
-        self.audience, self._clock = audience, clock
+        self.audience, self._clock, self._shared = audience, clock, shared
         self.peers = {p.name: p for p in peers}
         self._seen: OrderedDict[str, float] = OrderedDict()  # token id -> expiry, oldest first
         self._capacity = seen_capacity
@@ -284,6 +327,8 @@ class TokenVerifier:
             if seen in self._seen:
                 raise Unauthenticated("peer token was already used", code="peer_token_replayed")
             self._seen[seen] = exp
+        if self._shared is not None and not self._shared.first_use(seen, exp):  # taken by another gateway
+            raise Unauthenticated("peer token was already used", code="peer_token_replayed")
         return PeerClaims(
             issuer=peer.name, key_id=str(claims.get("sub")), env=str(claims.get("env")),
             clearance=lower_clearance(clearance, peer.max_clearance),
