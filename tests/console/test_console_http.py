@@ -296,7 +296,9 @@ async def test_password_hashing_runs_off_the_event_loop(console_app: ConsoleApp)
         return True
 
     class Watched(PasswordHasher):
-        calls: list[tuple[str, bool]] = []
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[tuple[str, bool]] = []
 
         def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
             self.calls.append(("hash", on_event_loop()))

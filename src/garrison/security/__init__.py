@@ -111,14 +111,15 @@ def connect(settings: Settings, *, clock: Clock = time.time) -> Security:
     audit = AuditLog(store, env=env, secret=secret, content=settings.audit.content, clock=clock,
                      group_commit=settings.audit.group_commit, durability=settings.audit.durability)
     offline = None
-    if store.dialect != "sqlite":  # a shared store can be away: ride out its outage (security/outage.py)
+    shared = store.dialect != "sqlite"  # a database server several gateways use
+    if shared:  # a shared store can be away: ride out its outage (security/outage.py)
         keys.cache = outage.KeyCache(settings.store.key_cache_size, settings.store.outage_grace, clock)
         audit.spool = AuditSpool(settings.home / "audit-spool.jsonl", settings.store.spool_max_bytes)
         audit.replay_usage = usage.record
         offline = outage.OfflineQuotas(quotas, clock)
     guard = Guard(keys, quotas, env, clock)
     try:
-        guard.peers = load_verifier(settings, clock, store if store.dialect != "sqlite" else None)
+        guard.peers = load_verifier(settings, clock, store if shared else None)
     except BaseException:
         store.close()
         raise
@@ -129,7 +130,7 @@ def connect(settings: Settings, *, clock: Clock = time.time) -> Security:
         guard=guard,
         audit=audit,
         offline=offline,
-        networked=store.dialect != "sqlite" or bool(lim.url),
+        networked=shared or bool(lim.url),
         env=env,
         auth_enabled=settings.auth.enabled,
         public_paths=frozenset(settings.auth.public_paths),
