@@ -52,14 +52,15 @@ def busy(on: bool) -> Iterator[None]:
         hog.wait()
 
 
-# libgomp's own default when OMP_WAIT_POLICY is unset: spin this long, then sleep (garrison sets PASSIVE
-# unless one of the two variables is set, so this reproduces llama.cpp's default in the child).
+# libgomp's own default when OMP_WAIT_POLICY is unset: spin this long, then sleep (what garrison and
+# llama.cpp run with; spelled out so the table says it).
 SPIN_DEFAULT = {"GOMP_SPINCOUNT": "300000"}
 
 
-def probe(model: Path, mode: str, threads: int, env: dict[str, str], contended: bool) -> dict[str, Any]:
+def probe(model: Path, mode: str, threads: int, env: dict[str, str], contended: bool,
+          adaptive: bool = False) -> dict[str, Any]:
     command = [sys.executable, "-m", "garrison.engines.probe", str(model), "--extra-buffers", mode,
-               "--threads", str(threads), "--tokens", str(TOKENS)]
+               "--threads", str(threads), "--tokens", str(TOKENS), *(["--adaptive"] if adaptive else [])]
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     with busy(contended):
         done = subprocess.run(command, capture_output=True, text=True, env={**base, **env}, check=True)
@@ -143,10 +144,14 @@ def main() -> None:
     model = embedded_model_path()
     q4_0 = q4_0_copy(model)
     t = args.threads
-    passive = {"OMP_WAIT_POLICY": "PASSIVE"}  # garrison's default (garrison/engines/__init__.py)
+    passive = {"OMP_WAIT_POLICY": "PASSIVE"}
     spin = SPIN_DEFAULT
+    # garrison's default: up to t threads, t/2 while other processes use the CPUs (engine.adaptive_threads)
+    adaptive = {"quiet_adaptive", "busy_adaptive"}
     cases: dict[str, tuple[Path, str, int, dict[str, str], bool]] = {
         "quiet_default": (model, "on", t, spin, False),
+        "quiet_adaptive": (model, "on", t, spin, False),
+        "busy_adaptive": (model, "on", t, spin, True),
         "quiet_extra_off": (model, "off", t, spin, False),
         "quiet_repack": (model, "repack", t, spin, False),
         "quiet_passive": (model, "on", t, passive, False),
@@ -167,7 +172,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         for name, (path, mode, threads, env, contended) in cases.items():
             print(f"round {repeat + 1}: {name}", flush=True)
-            runs[name].append(probe(path, mode, threads, env, contended))
+            runs[name].append(probe(path, mode, threads, env, contended, name in adaptive))
     base = statistics.median(r["decode_tok_s"] for r in runs["quiet_default"])
     base_prefill = statistics.median(r["prefill_tok_s"] for r in runs["quiet_default"])
     info = cpu.cpu_info()
@@ -183,7 +188,9 @@ def main() -> None:
         decode = statistics.median(r["decode_tok_s"] for r in runs[name])
         prefill = statistics.median(r["prefill_tok_s"] for r in runs[name])
         result["cases"][name] = {
-            "model": path.name, "extra_buffers": mode, "threads": threads, "env": env, "contended": contended,
+            "model": path.name, "extra_buffers": mode, "env": env, "contended": contended,
+            "threads": f"{max(1, threads // 2)}-{threads} adaptive" if name in adaptive else threads,
+            "steps_by_threads": runs[name][-1].get("steps_by_threads"),
             "decode_tok_s": decode, "prefill_tok_s": prefill,
             "decode_runs": [r["decode_tok_s"] for r in runs[name]],
             "decode_vs_quiet_default": round(decode / base, 2),

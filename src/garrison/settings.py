@@ -62,8 +62,13 @@ class EngineSettings(BaseModel):
 
     threads: int | None = Field(
         default=None, ge=1,
-        description="CPU threads of llama.cpp for every step (default: half the usable cores for one-token steps, "
-        "all of them for prompt batches; see docs/engine.md).",
+        description="The most CPU threads llama.cpp uses for a step (default: every usable core); see "
+        "adaptive_threads and docs/engine.md.",
+    )
+    adaptive_threads: bool = Field(
+        default=True,
+        description="Use half the threads (at least one) while other processes keep the CPUs busy, all of them "
+        "while the machine is quiet (measured every 0.3 s); false: always `threads`.",
     )
     cpu_extra_buffers: Literal["auto", "on", "repack", "off"] = Field(
         default="auto",

@@ -7,10 +7,11 @@ drive that server's own engine object on a private event loop, HTTP checks use t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jsonschema
@@ -43,6 +44,32 @@ def wait_for(predicate: Callable[[], bool], what: str, limit_s: float = 120.0) -
     while not predicate():
         assert time.monotonic() < deadline, f"engine never reached: {what}"
         time.sleep(0.05)
+
+
+class Scripted:
+    """Stands in for the decode loop's thread governor: thread counts from a list, one per round, in turn."""
+
+    def __init__(self, counts: list[int]) -> None:
+        self.counts = counts
+        self.used: list[int] = []
+        self.switches = 0  # read by the engine's metrics
+
+    def threads(self) -> int:
+        n = self.counts[len(self.used) % len(self.counts)]
+        self.used.append(n)
+        return n
+
+
+@contextlib.contextmanager
+def governed(engine: Any, governor: Scripted) -> Iterator[Scripted]:
+    """Let `governor` choose the engine's threads per round; the server's own governor afterwards."""
+    loop = engine._loop
+    original = loop.governor
+    loop.governor = governor
+    try:
+        yield governor
+    finally:
+        loop.governor = original if original is not None else Scripted([engine.threads])
 
 
 async def complete(client: AsyncOpenAI, prompt: str, **options: Any) -> tuple[str, str, Any]:
@@ -173,11 +200,77 @@ def test_prefix_of_a_running_sequence_is_copied_and_answers_identically(live_ser
         await client.close()
         return cold, warm
 
-    (cold_text, cold_logprobs, cold_usage), (warm_text, warm_logprobs, warm_usage) = asyncio.run(run())
+    with governed(engine, Scripted([TEST_THREADS])):  # padding is asserted for 2+ threads
+        (cold_text, cold_logprobs, cold_usage), (warm_text, warm_logprobs, warm_usage) = asyncio.run(run())
     assert cold_usage.prompt_tokens_details.cached_tokens == 0
     assert warm_usage.prompt_tokens_details.cached_tokens > 64
     assert warm_text == cold_text
     assert warm_logprobs == cold_logprobs  # bit-exact: the same per-row attention path either way
+
+
+def test_switching_threads_between_steps_changes_no_bit(live_server) -> None:
+    """The governor may change the thread count at any step: a long lone answer keeps every bit."""
+    prompt = f"Log {uuid.uuid4().hex}:\n" + " ".join(f"Entry {n} reads {n * 5 % 11}." for n in range(60))
+    prompt += "\nThe entries with a reading of 3 are"
+    engine = engine_of(live_server)
+
+    async def greedy() -> tuple[str, list[float]]:
+        async with async_client(live_server) as client:
+            reply = await client.completions.create(model=MODEL, prompt=prompt, temperature=0, max_tokens=24,
+                                                    logprobs=1, extra_body={"ignore_eos": True})
+        assert reply.usage is not None and reply.usage.prompt_tokens > 300  # lone steps past 256 KV cells
+        logprobs = reply.choices[0].logprobs
+        assert logprobs is not None and logprobs.token_logprobs
+        return reply.choices[0].text, list(logprobs.token_logprobs)
+
+    answers = {}
+    for name, counts in {"two": [2], "alternating": [1, 2, 2, 1, 2], "one": [1]}.items():
+        padded_before = engine.metrics()["padded_steps_total"]
+        with governed(engine, Scripted(counts)) as governor:
+            answers[name] = asyncio.run(greedy())
+        assert set(governor.used) == set(counts)
+        if name == "two" and engine.metrics()["slots"] > 1:
+            assert engine.metrics()["padded_steps_total"] > padded_before  # the padding row kept it exact
+    assert answers["alternating"] == answers["two"] == answers["one"]
+
+
+def test_greedy_argmax_picks_what_llama_cpps_sampler_picks(live_server, monkeypatch) -> None:
+    """Greedy chains take numpy's argmax instead of llama.cpp's sampler: same tokens, logprobs, end-token bans."""
+    import garrison.engines.llama as llama_engine
+
+    built = llama_engine.build_sampler
+    fast: list[bool] = []
+    native = {"on": False}
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        chain = built(*args, **kwargs)
+        fast.append(chain._argmax is not None)
+        if native["on"]:
+            chain._argmax = None  # llama.cpp's own greedy sampler and logit bias
+        return chain
+
+    monkeypatch.setattr(llama_engine, "build_sampler", spy)
+
+    async def answers() -> list[tuple[str, list[float]]]:
+        async with async_client(live_server) as client:
+            results = []
+            for prompt, extra in (("Reply with one word: yes or no?", {"ignore_eos": True}),
+                                  ("Reply with one word: yes or no?", {}), ("Count: one, two, three,", {})):
+                reply = await client.completions.create(model=MODEL, prompt=prompt, temperature=0, max_tokens=16,
+                                                        logprobs=2, extra_body=extra)
+                logprobs = reply.choices[0].logprobs
+                assert logprobs is not None
+                results.append((reply.choices[0].text, list(logprobs.token_logprobs or [])))
+            return results
+
+    with_argmax = asyncio.run(answers())
+    native["on"] = True
+    with_native = asyncio.run(answers())
+    assert fast == [True] * 6
+    assert with_argmax == with_native
+    assert len(with_argmax[1][1]) < 16  # without ignore_eos the end token comes first ...
+    assert len(with_argmax[0][1]) == 16  # ... with it, the end token was banned and the next best taken
+    assert len(with_argmax[2][1]) == 16
 
 
 def test_cancellation_frees_slots_and_queue_places(live_server) -> None:

@@ -39,6 +39,10 @@ _ENGINE_METRICS: dict[str, tuple[str, str, bool]] = {
     "padded_steps_total": (
         "garrison_engine_padded_steps", "Lone one-token steps given a padding row to keep results exact.", True
     ),
+    "threads": ("garrison_engine_threads", "llama.cpp threads the engine's steps use now.", False),
+    "thread_switches_total": (
+        "garrison_engine_thread_switches", "Changes of the thread count by measured CPU contention.", True
+    ),
     "healthy": ("garrison_engine_healthy", "1 while the engine's decode loop serves, 0 while it cannot.", False),
     "loop_restarts_total": (
         "garrison_engine_loop_restarts", "Decode steps that failed (their requests failed, the loop went on).", True

@@ -28,13 +28,18 @@ def doctor(
     raise typer.Exit(0 if report.ok else 1)
 
 
+def _cores(value: float | None) -> str:
+    return "? cores (no /proc/stat)" if value is None else f"{value:.2f} cores"
+
+
 def _print(data: dict) -> None:
     cpu, memory, llama, home = data["cpu"], data["memory"], data["llama_cpp"], data["home"]
     gib = 1024**3
     lines = [
         f"CPU         {cpu['model']} ({cpu['cores']} usable cores)",
         f"features    {' '.join(cpu['features']) or '-'}{'  (AMX)' if cpu['amx'] else ''}",
-        f"threads     {cpu['decode_threads']} decoding, {cpu['threads']} for prompts ({cpu['threads_source']})",
+        f"threads     {cpu['threads']} per step, {cpu['threads_when_busy']} while other processes use the CPUs "
+        f"({cpu['threads_source']}); others use {_cores(cpu['others_cores'])} now",
         f"memory      {(memory['total_bytes'] or 0) / gib:.1f} GiB total, "
         f"{(memory['available_bytes'] or 0) / gib:.1f} GiB available",
         f"llama.cpp   llama-cpp-python {llama['version']}; extra buffer types: "

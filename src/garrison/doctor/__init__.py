@@ -50,12 +50,20 @@ def diagnose(settings: Settings, *, probe: bool = True, probe_tokens: int = 32) 
 
 def _cpu(settings: Settings) -> dict[str, Any]:
     from garrison.engines import cpu
+    from garrison.engines.contention import affinity, cpu_busy_seconds
 
     info = cpu.cpu_info()
+    most, fewest = cpu.thread_range(settings.engine.threads, settings.engine.adaptive_threads)
+    cpus = affinity()
+    busy, own, started = cpu_busy_seconds(cpus), time.process_time(), time.monotonic()
+    time.sleep(0.3)  # one governor window: how busy other processes keep these CPUs right now
+    after = cpu_busy_seconds(cpus)
+    others = None if busy is None or after is None else max(
+        0.0, (after - busy) - (time.process_time() - own)) / (time.monotonic() - started)
     return {"model": info.model, "cores": info.cores, "features": info.simd, "amx": info.has_amx,
-            "threads": settings.engine.threads or cpu.default_threads(),
-            "decode_threads": settings.engine.threads or cpu.default_decode_threads(),
-            "threads_source": "engine.threads" if settings.engine.threads else "default (usable cores)"}
+            "threads": most, "threads_when_busy": fewest,
+            "threads_source": "engine.threads" if settings.engine.threads else "default (usable cores)",
+            "others_cores": None if others is None else round(others, 2)}
 
 
 def _memory() -> dict[str, Any]:

@@ -1,13 +1,7 @@
 """Engines behind a one-method protocol: embedded llama.cpp, ONNX embeddings, and plugins.
 
-Importing this package sets one process default before llama.cpp can load: OpenMP threads that sleep
-instead of spinning while they wait (`OMP_WAIT_POLICY=PASSIVE`). libgomp reads the policy once, when
-llama.cpp's library is loaded, so it cannot be a setting read later. Spinning workers take a shared
-machine's CPU from everything else (on 2 cores, one busy neighbour cut decode to a quarter); sleeping
-ones kept it at par (benchmarks/results/cpu_paths.json, docs/engine.md). An operator's own
-`OMP_WAIT_POLICY` or `GOMP_SPINCOUNT` wins.
+llama.cpp's OpenMP threads keep libgomp's own wait policy (spin, then sleep), as in llama.cpp's own server:
+spinning is what makes two threads fast on a quiet machine, and `contention.py` drops to fewer threads
+(one on 2 cores: no barrier to spin at) while other processes use the CPUs. An operator's
+`OMP_WAIT_POLICY` or `GOMP_SPINCOUNT` applies as usual.
 """
-
-from garrison.engines._openmp import apply_wait_policy
-
-apply_wait_policy()

@@ -187,18 +187,15 @@ def plan(mode: Resolved, tensors: Iterable[tuple[str, int, list[int]]]) -> Buffe
 
 
 def default_threads() -> int:
-    """llama.cpp threads for prompt batches when `engine.threads` is unset: every core this process may use."""
+    """llama.cpp threads per step when `engine.threads` is unset: every core this process may use."""
     return usable_cores()
 
 
-def default_decode_threads() -> int:
-    """Threads for one-token steps when `engine.threads` is unset: half the usable cores (at least one).
-
-    A one-token step is a chain of ~900 small ops with a barrier after each; on a shared 2-core machine one
-    thread (no barriers) kept 57-72 tok/s beside a busy neighbour where two fell to 5-48, and the other
-    core stays free for the HTTP server (benchmarks/results/cpu_paths.json).
-    """
-    return max(1, usable_cores() // 2)
+def thread_range(threads: int | None, adaptive: bool) -> tuple[int, int]:
+    """(most, fewest) llama.cpp threads per step: `engine.threads` (default every usable core), and with
+    `engine.adaptive_threads` half of it (at least one) while other processes use the CPUs (contention.py)."""
+    most = threads or default_threads()
+    return most, max(1, most // 2) if adaptive else most
 
 
 def choose_buffers(info: Any, setting: ExtraBuffers, threads: int) -> BufferPlan:

@@ -19,6 +19,7 @@ from garrison.domain import GenerationEvent, GenerationRequest, GenerationStarte
 from garrison.engines import cpu
 from garrison.engines.base import Embedder, Engine
 from garrison.engines.choices import ChoiceQueue, ChoiceStream, Tagged, merge
+from garrison.engines.contention import ThreadGovernor
 from garrison.engines.cpu import default_threads
 from garrison.engines.gguf import GgufModel, gguf_of
 from garrison.engines.logprobs import MAX_TOP_LOGPROBS
@@ -50,7 +51,8 @@ PROMPT_ROWS_PER_STEP = 63
 
 def create_engines(models: list[ModelInfo], settings: Settings) -> dict[str, Engine | Embedder]:
     """One engine per GGUF model; a single decode thread steps them all, so two never decode at once."""
-    loop = DecodeLoop()
+    most, fewest = cpu.thread_range(settings.engine.threads, settings.engine.adaptive_threads)
+    loop = DecodeLoop(ThreadGovernor(most, fewest) if fewest < most else None)
     engines: dict[str, Engine | Embedder] = {}
     for model in models:
         gguf = gguf_of(model)
@@ -72,8 +74,7 @@ class LlamaEngine:
         llama_cpp.llama_backend_init()
         self.info = info
         load_started = time.perf_counter_ns()
-        threads = engine.threads or default_threads()  # prompt batches
-        decode_threads = engine.threads or cpu.default_decode_threads()  # one-token steps
+        threads = engine.threads or default_threads()  # the most; the decode loop's governor may use fewer
         self.buffers = cpu.choose_buffers(info, engine.cpu_extra_buffers, threads)
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = info.n_gpu_layers
@@ -97,8 +98,7 @@ class LlamaEngine:
         ctx_params.n_batch = n_batch
         ctx_params.n_ubatch = n_batch
         ctx_params.n_seq_max = n_slots
-        ctx_params.n_threads = decode_threads  # llama.cpp uses it for single-token batches
-        ctx_params.n_threads_batch = threads
+        ctx_params.n_threads = ctx_params.n_threads_batch = threads  # one-token steps and batches alike
         ctx_params.kv_unified = False  # one stream per sequence: see kvcache.py
         ctx_params.no_perf = True
         self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
@@ -119,7 +119,8 @@ class LlamaEngine:
             piece=self.piece,
             eog=frozenset(self._eog_ids),
             name=info.id,
-            decode_threads=decode_threads if engine.batch_invariant else 1,
+            threads=threads,
+            batch_invariant=engine.batch_invariant,
             slot_capacity=info.context_length,
         )
         self.kv_cells_total = int(llama_cpp.llama_n_ctx(self._ctx))
@@ -128,8 +129,10 @@ class LlamaEngine:
         self._closed = False
         self.n_slots = n_slots
         loop.attach(self._scheduler)
-        log.info("llama engine %s: %d slots x %d tokens, batch %d, %d/%d threads (decode/batch), extra buffers "
-                 "%s (%s)", info.id, n_slots, info.context_length, n_batch, decode_threads, threads, self.buffers.mode,
+        governor = loop.governor
+        log.info("llama engine %s: %d slots x %d tokens, batch %d, %s threads, extra buffers %s (%s)", info.id,
+                 n_slots, info.context_length, n_batch,
+                 f"{governor.fewest}-{governor.most} (by contention)" if governor else threads, self.buffers.mode,
                  ", ".join(f"{k} {v:.0f} MiB" for k, v in self.buffer_types.items()) or "-")
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
@@ -167,8 +170,11 @@ class LlamaEngine:
 
     def metrics(self) -> dict[str, int]:
         """Running and waiting sequences, token totals, KV cells in use and prefix-cache hits."""
+        governor = self._loop.governor
         return {**self._scheduler.metrics(), "kv_cells_total": self.kv_cells_total,
-                "healthy": int(self.failure() is None), "loop_restarts_total": self._loop.restarts}
+                "healthy": int(self.failure() is None), "loop_restarts_total": self._loop.restarts,
+                "threads": self._scheduler.threads,
+                "thread_switches_total": governor.switches if governor is not None else 0}
 
     def failure(self) -> str | None:
         """Why this engine cannot serve right now (its decode loop is down or recovering), else None."""

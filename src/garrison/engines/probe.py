@@ -1,9 +1,12 @@
 """A test decode of one GGUF model, run as a child process so that a native crash is a result, not an outage.
 
     python -m garrison.engines.probe MODEL.gguf [--extra-buffers on|repack|off] [--threads N] [--tokens 16]
+                                     [--adaptive]
 
 Loads the model with the given extra-buffer mode, prefills a 64-token prompt, then decodes greedily one
 token at a time, and prints one JSON line: prefill and decode tokens/s and the weight buffer types used.
+`--adaptive` lets the server's thread governor choose between N and N/2 threads before every step, as
+`engine.adaptive_threads` does (contention.py); the line then counts the steps run at each.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ PROMPT = ("The lighthouse keeper climbed the stairs every evening, counting the 
 PROMPT_TOKENS = 64
 
 
-def probe(path: Path, mode: str, threads: int, tokens: int) -> dict[str, object]:
+def probe(path: Path, mode: str, threads: int, tokens: int, adaptive: bool = False) -> dict[str, object]:
     import logging
 
     import llama_cpp
@@ -27,6 +30,12 @@ def probe(path: Path, mode: str, threads: int, tokens: int) -> dict[str, object]
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
 
     from garrison.engines import cpu
+    from garrison.engines.contention import ThreadGovernor
+
+    most, fewest = cpu.thread_range(threads, adaptive)
+    governor = ThreadGovernor(most, fewest)  # its first window runs while the model loads
+    steps: dict[int, int] = {}  # thread count -> steps run with it
+    current = [most]  # the context's thread count now
 
     llama_cpp.llama_backend_init()
     buffers = cpu.plan(mode, cpu._layout(path) if mode == "repack" else [])  # type: ignore[arg-type]
@@ -50,6 +59,11 @@ def probe(path: Path, mode: str, threads: int, tokens: int) -> dict[str, object]
     batch = llama_cpp.llama_batch_init(PROMPT_TOKENS, 0, 1)
 
     def decode(items: list[int], start: int) -> int:
+        n = governor.threads()
+        if n != current[0]:
+            llama_cpp.llama_set_n_threads(ctx, n, n)
+            current[0] = n
+        steps[n] = steps.get(n, 0) + 1
         batch.n_tokens = len(items)
         for i, token in enumerate(items):
             batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
@@ -59,6 +73,7 @@ def probe(path: Path, mode: str, threads: int, tokens: int) -> dict[str, object]
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
         return int(logits.argmax())
 
+    governor.settle()
     started = time.perf_counter()
     token = decode(prompt, 0)
     prefilled = time.perf_counter()
@@ -74,6 +89,7 @@ def probe(path: Path, mode: str, threads: int, tokens: int) -> dict[str, object]
         "decode_tok_s": round(tokens / (ended - prefilled), 1) if tokens else 0.0,
         "buffer_types": buffer_log.sizes,
         "repacked_tensors": len(buffers.repacked),
+        "steps_by_threads": {str(k): v for k, v in sorted(steps.items())},
     }
 
 
@@ -83,8 +99,9 @@ def main() -> None:
     parser.add_argument("--extra-buffers", default="on", choices=["on", "repack", "off"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--adaptive", action="store_true", help="Threads chosen per step by measured contention.")
     args = parser.parse_args()
-    result = probe(args.model, args.extra_buffers, args.threads, args.tokens)
+    result = probe(args.model, args.extra_buffers, args.threads, args.tokens, args.adaptive)
     print(json.dumps(result), flush=True)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import llama_cpp
 
 from garrison.domain import FinishReason, GenerationDone, GenerationEvent, Timings, TokenDelta, Usage
+from garrison.engines.contention import ThreadGovernor
 from garrison.engines.kvcache import Placement, Slot, SlotTable
 from garrison.engines.sampling import SamplerChain
 from garrison.engines.text import TextStream
@@ -109,12 +110,14 @@ class BatchScheduler:
         piece: Callable[[int], bytes],
         eog: frozenset[int],
         name: str,
-        decode_threads: int = 1,
+        threads: int = 1,
+        batch_invariant: bool = True,
         slot_capacity: int = 0,
     ) -> None:
         self.name = name
         self._ctx = ctx
-        self._pad_lone_steps = decode_threads > 1 and slot_capacity > 0
+        self.threads = threads  # llama.cpp's threads for this context's steps (set_threads changes it)
+        self._batch_invariant = batch_invariant and slot_capacity > 0
         self._slot_capacity = slot_capacity
         self._slots = SlotTable(memory, n_slots, prefix_cache=prefix_cache)
         self._n_batch = n_batch
@@ -199,6 +202,12 @@ class BatchScheduler:
             self._flush()
         finally:
             self.counters.step_ns += time.perf_counter_ns() - started
+
+    def set_threads(self, threads: int) -> None:
+        """Use `threads` llama.cpp threads from the next step on (decode thread only; a switch keeps the bits)."""
+        if threads != self.threads:
+            llama_cpp.llama_set_n_threads(self._ctx, threads, threads)
+            self.threads = threads
 
     def recover(self, error: GarrisonError) -> None:
         """After a failed step: fail every queued, waiting and running sequence, and empty the KV cache.
@@ -329,7 +338,7 @@ class BatchScheduler:
 
     def _pad_lone_step(self, fed: list[tuple[Sequence, list[int]]]) -> Slot | None:
         """Add a padding row beside a lone one-token step past `LONE_STEP_CELLS`; the slot it wrote to."""
-        if not self._pad_lone_steps or self._batch.n_tokens != 1:
+        if not self._batch_invariant or self.threads < 2 or self._batch.n_tokens != 1:
             return None
         slot = _slot(fed[0][0])
         if len(slot.tokens) + 1 <= LONE_STEP_CELLS:
@@ -476,7 +485,8 @@ class DecodeLoop:
 
     RETRY_S = (0.1, 0.5, 2.0, 5.0)
 
-    def __init__(self) -> None:
+    def __init__(self, governor: ThreadGovernor | None = None) -> None:
+        self.governor = governor  # chooses every context's thread count before each round; None: fixed
         self._schedulers: list[BatchScheduler] = []
         self._cond = threading.Condition()
         self._signalled = False
@@ -547,6 +557,7 @@ class DecodeLoop:
                 self._round(schedulers, retry_at)
 
     def _round(self, schedulers: list[BatchScheduler], retry_at: dict) -> None:
+        threads = self.governor.threads() if self.governor is not None else None
         for scheduler in schedulers:
             if scheduler not in self._schedulers:  # detached while this round waited
                 continue
@@ -559,6 +570,8 @@ class DecodeLoop:
             if not scheduler.has_work():
                 continue
             try:
+                if threads is not None:
+                    scheduler.set_threads(threads)
                 scheduler.step()
             except Exception as exc:  # noqa: BLE001 - fail this context's requests, keep serving
                 log.exception("llama engine %s failed a decode step", scheduler.name)
