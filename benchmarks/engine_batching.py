@@ -18,7 +18,8 @@ servers get the same bodies: these prose prompts never reach EOS within OUTPUT_T
 Results go to benchmarks/results/engine_batching.json and a table into docs/engine.md.
 
     python benchmarks/engine_batching.py [--threads 2] [--levels 1,2,4,8,16] [--rounds 2]
-                                         [--requests-per-worker 2]
+                                         [--requests-per-worker 2] [--garrison-default-threads]
+                                         [--garrison-env NAME=VALUE] [--results PATH]
 """
 
 from __future__ import annotations
@@ -235,11 +236,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(command: list[str], ready_path: str, port: int, log: Path) -> Iterator[str]:
-    """Run a server subprocess until its `ready_path` answers 200; stop it (only it) afterwards."""
+def server(command: list[str], ready_path: str, port: int, log: Path,
+           env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run a server subprocess (with `env` added) until its `ready_path` answers 200; stop it (only it) afterwards."""
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, **env} if env else None)
         try:
             deadline = time.monotonic() + 180
             while True:
@@ -538,7 +541,12 @@ def main() -> None:
     parser.add_argument("--output-tokens", type=int, default=OUTPUT_TOKENS)
     parser.add_argument("--garrison-default-threads", action="store_true",
                         help="Serve garrison with its own thread defaults instead of --threads.")
+    parser.add_argument("--garrison-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="A setting for garrison's server, e.g. GARRISON_ENGINE__BATCH_INVARIANT=false.")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="Where the JSON goes; docs/engine.md's table is written only for the default.")
     args = parser.parse_args()
+    garrison_env = dict(item.split("=", 1) for item in args.garrison_env)
     OUTPUT_TOKENS = args.output_tokens
     levels = [int(x) for x in args.levels.split(",")]
     # c=1 and c=8 back to back in every round, so drift on a shared machine hits both alike
@@ -564,6 +572,7 @@ def main() -> None:
                     "load_avg_before": round(os.getloadavg()[0], 2)},
         "model": f"{model_path.name} ({size_mb:.0f} MB)", "threads": args.threads,
         "garrison_threads": "defaults" if args.garrison_default_threads else args.threads,
+        "garrison_env": garrison_env,
         "llama_cpp_python": llama_cpp_version, "prompt_tokens": PROMPT_TOKENS, "output_tokens": OUTPUT_TOKENS,
         "bandwidth_ceiling_tok_s": round(BANDWIDTH_GBS * 1e3 / size_mb, 1), "rounds": args.rounds,
     }
@@ -601,7 +610,8 @@ def main() -> None:
         for name, command in commands.items():
             port = free_port()
             print(f"{name}, round {round_no + 1} of {args.rounds} ...", flush=True)
-            with server(command(port), ready[name], port, logs / f"{name}-{round_no}.log") as url:
+            env = garrison_env if name == "garrison" else None
+            with server(command(port), ready[name], port, logs / f"{name}-{round_no}.log", env) as url:
                 serve_round(url, prompts, order, args.requests_per_worker, name, samples[name])
                 if round_no == 0:
                     r["prefix"][name] = asyncio.run(prefix_reuse(url, prompts))
@@ -615,9 +625,10 @@ def main() -> None:
     r["machine"]["load_avg_after"] = round(os.getloadavg()[0], 2)
     r["duration_s"] = round(time.time() - started, 1)
     r["targets"] = targets(r)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(r, indent=2) + "\n")
-    write_doc(markdown(r))
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(r, indent=2) + "\n")
+    if args.results == RESULTS:
+        write_doc(markdown(r))
     print(markdown(r))
 
 

@@ -92,8 +92,10 @@ class EngineSettings(BaseModel):
     prefix_cache: bool = Field(default=True, description="Reuse the KV cache of shared prompt prefixes.")
     batch_invariant: bool = Field(
         default=True,
-        description="Keep each sequence's numbers independent of what else is in the batch: a lone one-token "
-        "step past 256 KV cells gets a padding row when one-token steps use 2+ threads (docs/engine.md).",
+        description="Keep each sequence's numbers independent of what else is in the batch: prompts go in chunks "
+        "of at most 63 rows, and a lone one-token step past 256 KV cells gets a padding row when steps use 2+ "
+        "threads; false: whole prompts per step and no padding, faster, answers may depend on the batch "
+        "(docs/engine.md).",
     )
     raw_prompt_control_tokens: bool = Field(
         default=False,

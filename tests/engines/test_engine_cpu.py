@@ -86,3 +86,33 @@ def test_probe_decodes_in_each_mode() -> None:
         assert result.ok, result.detail
         assert result.decode_tok_s > 0 and result.prefill_tok_s > 0
         assert result.buffer_types  # e.g. {"CPU_Mapped": 92.1}
+
+
+def test_usable_cores_follow_the_cgroup_cpu_quota(tmp_path: Path) -> None:
+    """`docker run --cpus 1.5` or a Kubernetes CPU limit caps the default threads, v2 and v1, tightest wins."""
+    import os
+
+    affinity = len(os.sched_getaffinity(0))
+    root, own = tmp_path / "cgroup", tmp_path / "self-cgroup"
+    pod = root / "kubepods" / "pod1"
+    pod.mkdir(parents=True)
+    own.write_text("0::/kubepods/pod1\n")
+    (pod / "cpu.max").write_text("max 100000\n")  # no limit on the leaf ...
+    (root / "kubepods" / "cpu.max").write_text("150000 100000\n")  # ... 1.5 cores on its parent
+    assert cpu.cgroup_cpu_quota(root, own) == 1.5
+    assert cpu.usable_cores(root, own) == min(affinity, 2)
+    (pod / "cpu.max").write_text("50000 100000\n")
+    assert cpu.usable_cores(root, own) == 1
+    (pod / "cpu.max").write_text("max 100000\n")
+    (root / "kubepods" / "cpu.max").write_text("max 100000\n")
+    assert cpu.cgroup_cpu_quota(root, own) is None
+    assert cpu.usable_cores(root, own) == affinity
+    v1 = root / "cpu" / "docker" / "abc"
+    v1.mkdir(parents=True)
+    own.write_text("12:cpu,cpuacct:/docker/abc\n11:memory:/docker/abc\n")
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    (root / "cpu" / "docker" / "cpu.cfs_quota_us").write_text("100000\n")
+    (root / "cpu" / "docker" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpu.cgroup_cpu_quota(root, own) == 1.0
+    assert cpu.cgroup_cpu_quota(root, tmp_path / "missing") is None

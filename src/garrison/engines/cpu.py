@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import math
 import os
 import platform
 import re
@@ -85,12 +86,51 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
     return CpuInfo(model=model, flags=flags, cores=usable_cores())
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity mask), not just the machine's count."""
+def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup"), own_cgroup: Path = Path("/proc/self/cgroup")) -> int:
+    """Cores this process may use: its affinity mask (taskset, cpusets), capped by its cgroup's CPU quota
+    (`docker run --cpus`, a Kubernetes CPU limit), rounded up; not just the machine's count."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup_root, own_cgroup)
+    return max(1, min(cores, math.ceil(quota))) if quota is not None else cores
+
+
+def cgroup_cpu_quota(root: Path, own_cgroup: Path) -> float | None:
+    """The tightest CPU bandwidth limit (cores) on this process's cgroup and its ancestors, v2 or v1, or None."""
+    try:
+        lines = own_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    limits: list[float] = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and not controllers:  # cgroup v2: "max 100000" or "200000 100000" in cpu.max
+            files = [d / "cpu.max" for d in _ancestors(root, path)]
+            pairs = [_read(f).split() for f in files]
+            limits += [int(q) / int(p) for q, p in (x for x in pairs if len(x) == 2) if q.isdigit() and p.isdigit()]
+        elif "cpu" in controllers.split(","):  # cgroup v1: cfs quota -1 means none
+            for d in _ancestors(root / "cpu", path):
+                quota, period = _read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")
+                if quota.isdigit() and period.isdigit() and int(period):
+                    limits.append(int(quota) / int(period))
+    limits = [x for x in limits if x > 0]
+    return min(limits) if limits else None
+
+
+def _ancestors(root: Path, path: str) -> list[Path]:
+    """`root/path` and each parent up to `root` (a container usually sees its own cgroup as the root)."""
+    parts = [p for p in path.strip().split("/") if p and p != ".."]
+    return [root.joinpath(*parts[:n]) for n in range(len(parts), -1, -1)]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def extra_buffer_types() -> list[str]:

@@ -113,7 +113,8 @@ class LlamaEngine:
             memory=llama_cpp.llama_get_memory(self._ctx),
             n_slots=n_slots,
             n_batch=n_batch,
-            rows_per_sequence=PROMPT_ROWS_PER_STEP,
+            # without the guarantee, a prompt may bring up to n_batch rows (ggml's tiled attention) to a step
+            rows_per_sequence=PROMPT_ROWS_PER_STEP if engine.batch_invariant else n_batch,
             prefill_while_decoding=engine.prefill_budget,
             prefix_cache=engine.prefix_cache,
             piece=self.piece,
