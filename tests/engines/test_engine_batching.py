@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 from openai import AsyncOpenAI
@@ -21,6 +23,7 @@ from tests.conftest import TEST_THREADS
 
 from garrison.domain import GenerationDone, GenerationRequest, GenerationStarted, SamplingParams, TokenDelta
 from garrison.engines.llama import PROMPT_ROWS_PER_STEP
+from processes import ServerProcess, clean_env, free_port
 
 MODEL = "smollm2-135m-instruct"
 
@@ -271,6 +274,41 @@ def test_greedy_argmax_picks_what_llama_cpps_sampler_picks(live_server, monkeypa
     assert len(with_argmax[1][1]) < 16  # without ignore_eos the end token comes first ...
     assert len(with_argmax[0][1]) == 16  # ... with it, the end token was banned and the next best taken
     assert len(with_argmax[2][1]) == 16
+
+
+def test_without_batch_invariance_a_prompt_goes_in_whole(live_server, tmp_path) -> None:
+    """Exact answers cut prompts into steps of at most 63 rows; `batch_invariant = false` prefills in one step."""
+    def prompt() -> str:
+        return f"Note {uuid.uuid4().hex}: " + " ".join(f"Item {n} weighs {n * 3 % 17} grams." for n in range(14))
+
+    engine = engine_of(live_server)
+    before = engine.metrics()["decode_steps_total"]
+    with httpx.Client(base_url=live_server.openai_base, timeout=120) as client:
+        reply = client.post("/completions", json={"model": MODEL, "prompt": prompt(), "max_tokens": 1},
+                            headers={"Authorization": f"Bearer {live_server.api_key}"} if live_server.api_key else {})
+    assert 2 * PROMPT_ROWS_PER_STEP < reply.json()["usage"]["prompt_tokens"] < 3 * PROMPT_ROWS_PER_STEP
+    assert engine.metrics()["decode_steps_total"] - before == 3  # 63 + 63 + the rest
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "garrison", "serve", "--no-auth", "--host", "127.0.0.1", "--port", str(port),
+           "--home", str(tmp_path / "home"), "--no-embeddings", "--threads", str(TEST_THREADS)]
+    server = ServerProcess(cmd, f"http://127.0.0.1:{port}/health", "garrison without batch invariance",
+                           env=clean_env(GARRISON_ENGINE__BATCH_INVARIANT="false")).start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def steps() -> float:
+            text = httpx.get(f"{base}/metrics", timeout=30).text
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("garrison_engine_decode_steps_total{"))
+
+        before_steps = steps()
+        reply = httpx.post(f"{base}/v1/completions", json={"model": MODEL, "prompt": prompt(), "max_tokens": 1},
+                           timeout=120)
+        assert reply.status_code == 200 and reply.json()["usage"]["prompt_tokens"] > 2 * PROMPT_ROWS_PER_STEP
+        assert steps() - before_steps == 1
+    finally:
+        server.stop()
 
 
 def test_cancellation_frees_slots_and_queue_places(live_server) -> None:
