@@ -97,7 +97,7 @@ def test_proc_stat_counts_only_our_cpus_and_steal(tmp_path: Path) -> None:
     ticks = contention._CLOCK_TICKS
     assert cpu_busy_seconds({1}, stat) == pytest.approx((200 + 20 + 40 + 2 + 4 + 6) / ticks)
     assert cpu_busy_seconds({0, 1}, stat) == pytest.approx((136 + 272) / ticks)  # idle and iowait left out
-    assert cpu_busy_seconds({7}, stat) is None  # none of our CPUs listed
+    assert cpu_busy_seconds({7}, stat) == pytest.approx(1800 / ticks)  # numbered apart: the aggregate line
     stat.write_text("cpu0 1 2\n")
     assert cpu_busy_seconds({0}, stat) is None  # a layout this code does not know
     assert cpu_busy_seconds({0}, tmp_path / "missing") is None

@@ -45,14 +45,15 @@ def cpu_busy_seconds(cpus: Collection[int], stat: Path = STAT) -> float | None:
         text = stat.read_text()
     except OSError:
         return None
+    total: int | None = None
     ticks = 0
     seen = 0
     for line in text.splitlines():
         name, _, rest = line.partition(" ")
-        if not name.startswith("cpu") or name == "cpu":
+        if not name.startswith("cpu"):
             continue
         try:
-            if int(name[3:]) not in cpus:
+            if name != "cpu" and int(name[3:]) not in cpus:
                 continue
             fields = [int(v) for v in rest.split()]
         except ValueError:
@@ -60,10 +61,14 @@ def cpu_busy_seconds(cpus: Collection[int], stat: Path = STAT) -> float | None:
         if len(fields) < 8:
             return None
         user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-        ticks += user + nice + system + irq + softirq + steal
-        seen += 1
-    if not seen:
-        return None
+        busy = user + nice + system + irq + softirq + steal
+        if name == "cpu":
+            total = busy
+        else:
+            ticks += busy
+            seen += 1
+    if not seen:  # CPUs numbered apart from the affinity mask (LXCFS' container view): the whole list's line
+        return None if total is None else total / _CLOCK_TICKS
     return ticks / _CLOCK_TICKS
 
 
