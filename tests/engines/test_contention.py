@@ -119,3 +119,37 @@ def test_a_cpu_bound_neighbour_is_measured_and_halves_the_threads() -> None:
     finally:
         hog.kill()
         hog.wait()
+
+
+def test_a_failing_governor_is_dropped_and_the_decode_loop_goes_on() -> None:
+    """An exception while measuring never reaches the decode thread: the loop keeps its thread count."""
+    from garrison.engines.scheduler import DecodeLoop
+
+    class Broken:
+        def threads(self) -> int:
+            raise RuntimeError("counters vanished")
+
+    class Recorder:
+        name = "recorder"
+        failure = None
+
+        def __init__(self) -> None:
+            self.steps = 0
+            self.threads_set: list[int] = []
+
+        def has_work(self) -> bool:
+            return True
+
+        def set_threads(self, n: int) -> None:
+            self.threads_set.append(n)
+
+        def step(self) -> None:
+            self.steps += 1
+
+    loop = DecodeLoop(Broken())  # type: ignore[arg-type]
+    scheduler = Recorder()
+    loop._schedulers.append(scheduler)  # type: ignore[arg-type]
+    loop._round([scheduler], {})  # type: ignore[list-item]
+    assert loop.governor is None and scheduler.steps == 1 and scheduler.threads_set == []
+    loop._round([scheduler], {})  # type: ignore[list-item]
+    assert scheduler.steps == 2

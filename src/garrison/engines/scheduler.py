@@ -557,7 +557,13 @@ class DecodeLoop:
                 self._round(schedulers, retry_at)
 
     def _round(self, schedulers: list[BatchScheduler], retry_at: dict) -> None:
-        threads = self.governor.threads() if self.governor is not None else None
+        threads = None
+        if self.governor is not None:
+            try:
+                threads = self.governor.threads()
+            except Exception:  # noqa: BLE001 - a broken measurement must not stop the decode thread
+                log.exception("the thread governor failed; llama.cpp keeps its thread count from now on")
+                self.governor = None
         for scheduler in schedulers:
             if scheduler not in self._schedulers:  # detached while this round waited
                 continue
