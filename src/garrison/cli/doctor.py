@@ -38,8 +38,8 @@ def _print(data: dict) -> None:
     lines = [
         f"CPU         {cpu['model']} ({cpu['cores']} usable cores)",
         f"features    {' '.join(cpu['features']) or '-'}{'  (AMX)' if cpu['amx'] else ''}",
-        f"threads     {cpu['threads']} per step, {cpu['threads_when_busy']} while other processes use the CPUs "
-        f"({cpu['threads_source']}); others use {_cores(cpu['others_cores'])} now",
+        f"threads     {cpu['threads']} per step ({cpu['threads_source']}), {cpu['threads_when_busy']} while other "
+        f"processes use the CPUs; they use {_cores(cpu['others_cores'])} now",
         f"memory      {(memory['total_bytes'] or 0) / gib:.1f} GiB total, "
         f"{(memory['available_bytes'] or 0) / gib:.1f} GiB available",
         f"llama.cpp   llama-cpp-python {llama['version']}; extra buffer types: "

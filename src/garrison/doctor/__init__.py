@@ -62,7 +62,7 @@ def _cpu(settings: Settings) -> dict[str, Any]:
         0.0, (after - busy) - (time.process_time() - own)) / (time.monotonic() - started)
     return {"model": info.model, "cores": info.cores, "features": info.simd, "amx": info.has_amx,
             "threads": most, "threads_when_busy": fewest,
-            "threads_source": "engine.threads" if settings.engine.threads else "default (usable cores)",
+            "threads_source": "engine.threads" if settings.engine.threads else "every usable core",
             "others_cores": None if others is None else round(others, 2)}
 
 
