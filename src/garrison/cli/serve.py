@@ -21,7 +21,7 @@ def serve(
     home: Path = typer.Option(None, help="State directory (default ~/.garrison; env GARRISON_HOME)."),
     env: str = typer.Option(None, help="Environment served: dev, staging or prod; only its keys are accepted."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Disable API keys (refused unless bound to loopback)."),
-    threads: int = typer.Option(None, help="llama.cpp threads (default: half the cores decode, all prefill)."),
+    threads: int = typer.Option(None, help="Most llama.cpp threads per step (default: all usable cores)."),
     context_length: int = typer.Option(None, "--context-length", help="Context window per sequence, tokens."),
     max_concurrent: int = typer.Option(None, "--max-concurrent", help="Sequences decoded together."),
     max_queue: int = typer.Option(None, "--max-queue", help="Requests allowed to wait; beyond it 503."),
