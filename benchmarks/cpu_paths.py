@@ -163,9 +163,9 @@ def main() -> None:
         "busy_1_thread_passive": (model, "on", 1, passive, True),
     }
     if q4_0 is not None:
-        cases |= {"q4_0_quiet_extra_on": (q4_0, "on", t, passive, False),
-                  "q4_0_quiet_repack": (q4_0, "repack", t, passive, False),
-                  "q4_0_quiet_extra_off": (q4_0, "off", t, passive, False)}
+        cases |= {"q4_0_quiet_extra_on": (q4_0, "on", t, spin, False),
+                  "q4_0_quiet_repack": (q4_0, "repack", t, spin, False),
+                  "q4_0_quiet_extra_off": (q4_0, "off", t, spin, False)}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
     started = time.time()
     load_before = os.getloadavg()[0]
@@ -200,7 +200,7 @@ def main() -> None:
     probe_s = []
     for _ in range(3):
         t0 = time.perf_counter()
-        probe(model, "on", t, passive, False)
+        probe(model, "on", t, spin, False)
         probe_s.append(time.perf_counter() - t0)
     result["supervision"] = {
         "startup_probe_s": round(statistics.median(probe_s), 2),
