@@ -67,12 +67,32 @@ def probe(model: Path, mode: str, threads: int, env: dict[str, str], contended: 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def llama_quantize() -> Path | None:
+    """llama.cpp's `llama-quantize`, built once beside engine_batching.py's llama-server (same source, cached)."""
+    found = next(CACHE.glob("llama-cpp-python-*/build/bin/llama-quantize"), None)
+    if found is not None:
+        return found
+    try:
+        from llama_cpp import __version__ as version
+
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from engine_batching import ensure_llama_server
+
+        build = ensure_llama_server(version).parent.parent
+        subprocess.run(["nice", "-n", "19", "cmake", "--build", str(build), "-j", "2", "--target", "llama-quantize"],
+                       check=True, capture_output=True)
+    except (ImportError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"no llama-quantize ({exc}); the Q4_0 cases are skipped", flush=True)
+        return None
+    return next(CACHE.glob("llama-cpp-python-*/build/bin/llama-quantize"), None)
+
+
 def q4_0_copy(model: Path) -> Path | None:
-    """A Q4_0 requantization of the model (CPU_REPACK interleaves Q4_0, not Q4_1), via llama-quantize if built."""
-    quantize = next(CACHE.glob("llama-cpp-python-*/build/bin/llama-quantize"), None)
+    """A Q4_0 requantization of the model (CPU_REPACK interleaves Q4_0, not Q4_1), made with llama-quantize."""
     target = CACHE / f"{model.stem}.Q4_0-requant.gguf"
     if target.exists():
         return target
+    quantize = llama_quantize()
     if quantize is None:
         return None
     subprocess.run([str(quantize), "--allow-requantize", str(model), str(target), "Q4_0"], check=True,
