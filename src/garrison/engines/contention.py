@@ -3,7 +3,7 @@
 llama.cpp's workers are OpenMP threads that spin at every barrier of a step (~900 of them for one token of
 the embedded model). When nothing else runs, two spinning threads on 2 cores decode as fast as llama.cpp's
 own server; beside one CPU-bound neighbour they wait on each other and collapse to a fraction of one
-thread's rate, and sleeping at each barrier instead (`OMP_WAIT_POLICY=PASSIVE`) halves the quiet rate.
+thread's rate, and sleeping at each barrier instead (`OMP_WAIT_POLICY=PASSIVE`) cuts the quiet rate to a third.
 No fixed choice wins at every load (benchmarks/results/cpu_paths.json, docs/engine.md), so the decode
 thread asks a `ThreadGovernor` before every step: all the threads while the machine is quiet, half of
 them (at least one) while other processes use our CPUs. One thread never reaches a barrier, so OpenMP's
