@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
 import sys
 import time
 import uuid
@@ -309,6 +310,27 @@ def test_without_batch_invariance_a_prompt_goes_in_whole(live_server, tmp_path) 
         assert steps() - before_steps == 1
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(TEST_THREADS < 2, reason="one thread leaves nothing to govern")
+def test_a_busy_neighbour_makes_the_server_use_fewer_threads(live_server) -> None:
+    """The live server's own governor: beside a CPU-bound process its steps run on half the threads."""
+    engine = engine_of(live_server)
+    governor = engine._loop.governor
+    assert governor is not None and governor.fewest < governor.most
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        with httpx.Client(base_url=live_server.openai_base, timeout=120) as client:
+            headers = {"Authorization": f"Bearer {live_server.api_key}"} if live_server.api_key else {}
+            deadline = time.monotonic() + 60
+            while not (engine.metrics()["threads"] == governor.fewest and governor.others > 0.5):
+                assert time.monotonic() < deadline, f"threads {engine.metrics()['threads']}, others {governor.others}"
+                reply = client.post("/completions", headers=headers, json={
+                    "model": MODEL, "prompt": "Count: one, two,", "max_tokens": 32, "temperature": 0})
+                assert reply.status_code == 200
+    finally:
+        hog.kill()
+        hog.wait()
 
 
 def test_cancellation_frees_slots_and_queue_places(live_server) -> None:
