@@ -50,16 +50,13 @@ def diagnose(settings: Settings, *, probe: bool = True, probe_tokens: int = 32) 
 
 def _cpu(settings: Settings) -> dict[str, Any]:
     from garrison.engines import cpu
-    from garrison.engines.contention import affinity, cpu_busy_seconds
+    from garrison.engines.contention import WINDOW_S, OtherLoad
 
     info = cpu.cpu_info()
     most, fewest = cpu.thread_range(settings.engine.threads, settings.engine.adaptive_threads)
-    cpus = affinity()
-    busy, own, started = cpu_busy_seconds(cpus), time.process_time(), time.monotonic()
-    time.sleep(0.3)  # one governor window: how busy other processes keep these CPUs right now
-    after = cpu_busy_seconds(cpus)
-    others = None if busy is None or after is None else max(
-        0.0, (after - busy) - (time.process_time() - own)) / (time.monotonic() - started)
+    load = OtherLoad()
+    time.sleep(WINDOW_S)  # one governor window: how busy other processes keep these CPUs right now
+    others = load.sample()
     return {"model": info.model, "cores": info.cores, "features": info.simd, "amx": info.has_amx,
             "threads": most, "threads_when_busy": fewest,
             "threads_source": "engine.threads" if settings.engine.threads else "every usable core",

@@ -80,6 +80,41 @@ def affinity() -> set[int]:
         return set(range(os.cpu_count() or 1))
 
 
+class OtherLoad:
+    """How many cores other processes kept busy on our CPUs between two readings of the kernel's counters."""
+
+    def __init__(
+        self,
+        cpus: Collection[int] | None = None,
+        *,
+        busy_seconds: Callable[[], float | None] | None = None,
+        own_seconds: Callable[[], float] = time.process_time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        chosen = set(cpus) if cpus is not None else affinity()
+        self._busy_seconds = busy_seconds or (lambda: cpu_busy_seconds(chosen))
+        self._own_seconds, self._clock = own_seconds, clock
+        self._at, self._busy, self._own = clock(), self._busy_seconds(), own_seconds()
+
+    @property
+    def readable(self) -> bool:
+        """Whether the counters could be read at the start (not on a system without /proc/stat)."""
+        return self._busy is not None
+
+    def elapsed(self) -> float:
+        """Seconds since the last reading."""
+        return self._clock() - self._at
+
+    def sample(self) -> float | None:
+        """Other processes' cores since the last reading (which this one replaces), or None if unreadable."""
+        now, busy, own = self._clock(), self._busy_seconds(), self._own_seconds()
+        if busy is None or self._busy is None or now <= self._at:
+            return None
+        others = max(0.0, (busy - self._busy) - (own - self._own)) / (now - self._at)
+        self._at, self._busy, self._own = now, busy, own
+        return others
+
+
 class ThreadGovernor:
     """Chooses `most` or `fewest` threads per step from other processes' measured use of our CPUs.
 
@@ -102,46 +137,35 @@ class ThreadGovernor:
     ) -> None:
         if not 1 <= fewest <= most:
             raise ValueError(f"thread counts must satisfy 1 <= fewest <= most, not {fewest}, {most}")
-        chosen = set(cpus) if cpus is not None else affinity()
         self.most, self.fewest = most, fewest
         self._window_s, self._busy_above, self._quiet_below = window_s, busy_above, quiet_below
-        self._busy_seconds = busy_seconds or (lambda: cpu_busy_seconds(chosen))
-        self._own_seconds, self._clock = own_seconds, clock
+        self._load = OtherLoad(cpus, busy_seconds=busy_seconds, own_seconds=own_seconds, clock=clock)
         self._threads = fewest
         self.others = 0.0  # other processes' use of our CPUs in the last window, in cores
         self.switches = 0
-        self._at = clock()
-        self._busy = self._busy_seconds()
-        self._own = own_seconds()
-        if self._busy is None and most > fewest:
+        if not self._load.readable and most > fewest:
             log.info("CPU accounting (/proc/stat) is unreadable: llama.cpp keeps %d thread(s) per step", fewest)
 
     def settle(self) -> int:
         """Wait out the first window and decide (a server's start-up does this before its first request)."""
-        time.sleep(max(0.0, self._at + self._window_s - self._clock()))
+        time.sleep(max(0.0, self._window_s - self._load.elapsed()))
         return self.threads()
 
     def threads(self) -> int:
         """The thread count for the next step."""
-        if self._busy is None or self.most == self.fewest:
+        if not self._load.readable or self.most == self.fewest or self._load.elapsed() < self._window_s:
             return self._threads
-        now = self._clock()
-        elapsed = now - self._at
-        if elapsed < self._window_s:
+        others = self._load.sample()
+        if others is None:
             return self._threads
-        busy, own = self._busy_seconds(), self._own_seconds()
-        if busy is None:
-            return self._threads
-        self.others = max(0.0, (busy - self._busy) - (own - self._own)) / elapsed
-        self._at, self._busy, self._own = now, busy, own
+        self.others = others
         chosen = self._threads
-        if chosen == self.most and self.others > self._busy_above:
+        if chosen == self.most and others > self._busy_above:
             chosen = self.fewest
-        elif chosen == self.fewest and self.others < self._quiet_below:
+        elif chosen == self.fewest and others < self._quiet_below:
             chosen = self.most
         if chosen != self._threads:
             self.switches += 1
-            log.debug("llama.cpp threads %d -> %d (other processes use %.2f cores)", self._threads, chosen,
-                      self.others)
+            log.debug("llama.cpp threads %d -> %d (other processes use %.2f cores)", self._threads, chosen, others)
             self._threads = chosen
         return chosen

@@ -108,15 +108,14 @@ def cgroup_cpu_quota(root: Path, own_cgroup: Path) -> float | None:
         hierarchy, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
         if hierarchy == "0" and not controllers:  # cgroup v2: "max 100000" or "200000 100000" in cpu.max
-            files = [d / "cpu.max" for d in _ancestors(root, path)]
-            pairs = [_read(f).split() for f in files]
-            limits += [int(q) / int(p) for q, p in (x for x in pairs if len(x) == 2) if q.isdigit() and p.isdigit()]
-        elif "cpu" in controllers.split(","):  # cgroup v1: cfs quota -1 means none
-            for d in _ancestors(root / "cpu", path):
-                quota, period = _read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")
-                if quota.isdigit() and period.isdigit() and int(period):
-                    limits.append(int(quota) / int(period))
-    limits = [x for x in limits if x > 0]
+            pairs = [_read(d / "cpu.max").split() for d in _ancestors(root, path)]
+        elif "cpu" in controllers.split(","):  # cgroup v1: a cfs quota of -1 means none
+            pairs = [[_read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")]
+                     for d in _ancestors(root / "cpu", path)]
+        else:
+            continue
+        limits += [int(x[0]) / int(x[1]) for x in pairs
+                   if len(x) == 2 and x[0].isdigit() and x[1].isdigit() and int(x[0]) and int(x[1])]
     return min(limits) if limits else None
 
 

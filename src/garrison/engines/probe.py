@@ -35,7 +35,7 @@ def probe(path: Path, mode: str, threads: int, tokens: int, adaptive: bool = Fal
     most, fewest = cpu.thread_range(threads, adaptive)
     governor = ThreadGovernor(most, fewest)  # its first window runs while the model loads
     steps: dict[int, int] = {}  # thread count -> steps run with it
-    current = [most]  # the context's thread count now
+    current = most  # the context's thread count now
 
     llama_cpp.llama_backend_init()
     buffers = cpu.plan(mode, cpu._layout(path) if mode == "repack" else [])  # type: ignore[arg-type]
@@ -59,10 +59,11 @@ def probe(path: Path, mode: str, threads: int, tokens: int, adaptive: bool = Fal
     batch = llama_cpp.llama_batch_init(PROMPT_TOKENS, 0, 1)
 
     def decode(items: list[int], start: int) -> int:
+        nonlocal current
         n = governor.threads()
-        if n != current[0]:
+        if n != current:
             llama_cpp.llama_set_n_threads(ctx, n, n)
-            current[0] = n
+            current = n
         steps[n] = steps.get(n, 0) + 1
         batch.n_tokens = len(items)
         for i, token in enumerate(items):
