@@ -419,7 +419,8 @@ def child_engine(threads: int, levels: list[int]) -> dict[str, Any]:
 
 def run_child(kind: str, threads: int, levels: list[int]) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", kind, "--threads", str(threads),
-               "--levels", ",".join(map(str, levels)), "--output-tokens", str(OUTPUT_TOKENS)]
+               "--levels", ",".join(map(str, levels)), "--output-tokens", str(OUTPUT_TOKENS),
+               "--prompt-tokens", str(PROMPT_TOKENS)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -523,7 +524,7 @@ def write_doc(table: str) -> None:
 
 
 def main() -> None:
-    global OUTPUT_TOKENS
+    global OUTPUT_TOKENS, PROMPT_TOKENS
     if sys.argv[1:2] == ["--llama-cpp-server"]:  # llama_cpp.server without extra buffers (no_extra_buffers)
         import runpy
 
@@ -539,6 +540,8 @@ def main() -> None:
     parser.add_argument("--child", choices=["direct", "engine"])
     parser.add_argument("--no-llama-server", action="store_true", help="Skip llama.cpp's own llama-server.")
     parser.add_argument("--output-tokens", type=int, default=OUTPUT_TOKENS)
+    parser.add_argument("--prompt-tokens", type=int, default=PROMPT_TOKENS,
+                        help="Prompt length (e.g. 640 for lone one-token steps past 512 KV cells).")
     parser.add_argument("--garrison-default-threads", action="store_true",
                         help="Serve garrison with its own thread defaults instead of --threads.")
     parser.add_argument("--garrison-env", action="append", default=[], metavar="NAME=VALUE",
@@ -547,8 +550,10 @@ def main() -> None:
                         help="Where the JSON goes; docs/engine.md's table is written only for the default.")
     args = parser.parse_args()
     garrison_env = dict(item.split("=", 1) for item in args.garrison_env)
-    OUTPUT_TOKENS = args.output_tokens
+    OUTPUT_TOKENS, PROMPT_TOKENS = args.output_tokens, args.prompt_tokens
     levels = [int(x) for x in args.levels.split(",")]
+    if not {1, 8} <= set(levels):
+        parser.error("--levels must include 1 and 8: the targets compare them")
     # c=1 and c=8 back to back in every round, so drift on a shared machine hits both alike
     order = sorted(levels, key=lambda c: (c not in (1, 8), c))
     if args.child == "direct":

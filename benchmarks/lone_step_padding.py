@@ -6,11 +6,14 @@ prefills one ~600-token prompt into stream 0, then decodes greedily one token at
 - `lone`: a one-token batch, as llama.cpp gets it with no padding (ggml's split-KV attention at 2+ threads);
 - `padded`: the same token plus a padding row in free stream 1, whose cell is removed after the step;
 - `lone_1_thread`: a one-token batch on one thread (a single KV chunk: exact, no parallelism);
-- `beside`: the same token beside a real second sequence in stream 1 (what a busy server's step looks like).
+- `beside`: the same token beside a real second sequence in stream 1 (what a busy server's step looks like);
+- `bf16_lone`, `bf16_beside`: `lone` and `beside` with bf16 keys (`engine.cache_type_k`, the default on CPUs
+  with bf16 vector code), which ggml's flash attention sends to the per-row kernel at every shape.
 
 Each way runs `--repeats` times, interleaved; the medians of decode tokens/s are compared in the same run, and
-each way's logits are compared with `beside`'s: `padded` and `lone_1_thread` must match it bit for bit,
-`lone` (at 2+ threads) need not (once one greedy token differs, the sequences part).
+each way's logits are compared with `beside`'s (bf16 ways with `bf16_beside`'s): `padded`, `lone_1_thread` and
+`bf16_lone` must match bit for bit, `lone` (at 2+ threads) need not (once one greedy token differs, the
+sequences part).
 
     python benchmarks/lone_step_padding.py [--threads 2] [--tokens 64] [--repeats 3]
 
@@ -30,7 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "lone_step_padding.json"
 PROMPT = " ".join(f"Entry {n} reads {n * 7 % 13}." for n in range(90)) + "\nThe entry with the largest reading is"
-WAYS = ("lone", "lone_1_thread", "padded", "beside")
+WAYS = ("lone", "lone_1_thread", "padded", "beside", "bf16_lone", "bf16_beside")
+GGML_TYPE_BF16 = 30
 
 
 def run(threads: int, tokens: int, repeats: int) -> dict[str, Any]:
@@ -39,6 +43,7 @@ def run(threads: int, tokens: int, repeats: int) -> dict[str, Any]:
     import llama_cpp
     import numpy as np
 
+    from garrison.engines.llama import PROMPT_ROWS_PER_STEP
     from garrison.registry import embedded_model_path
 
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
@@ -50,8 +55,9 @@ def run(threads: int, tokens: int, repeats: int) -> dict[str, Any]:
     params.n_threads = params.n_threads_batch = threads
     params.kv_unified = False
     params.no_perf = True
-    ctx = llama_cpp.llama_init_from_model(model, params)
-    memory = llama_cpp.llama_get_memory(ctx)
+    contexts = {"f16": llama_cpp.llama_init_from_model(model, params)}
+    params.type_k = GGML_TYPE_BF16
+    contexts["bf16"] = llama_cpp.llama_init_from_model(model, params)
     vocab = llama_cpp.llama_model_get_vocab(model)
     n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
     text = PROMPT.encode()
@@ -59,7 +65,7 @@ def run(threads: int, tokens: int, repeats: int) -> dict[str, Any]:
     prompt = list(buffer[:llama_cpp.llama_tokenize(vocab, text, len(text), buffer, len(buffer), True, False)])
     batch = llama_cpp.llama_batch_init(512, 0, 1)
 
-    def decode(rows: list[tuple[int, int, int, bool]]) -> None:
+    def decode(ctx: Any, rows: list[tuple[int, int, int, bool]]) -> None:
         batch.n_tokens = len(rows)
         for i, (token, pos, seq, logits) in enumerate(rows):
             batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.seq_id[i][0], batch.logits[i] = (
@@ -67,33 +73,36 @@ def run(threads: int, tokens: int, repeats: int) -> dict[str, Any]:
         if llama_cpp.llama_decode(ctx, batch) != 0:
             raise SystemExit("llama_decode failed")
 
-    def logits_of(row: int) -> Any:
+    def logits_of(ctx: Any, row: int) -> Any:
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, row), shape=(n_vocab,)).copy()
 
     def generate(way: str) -> tuple[float, list[Any]]:
+        ctx = contexts["bf16" if way.startswith("bf16_") else "f16"]
+        memory = llama_cpp.llama_get_memory(ctx)
         llama_cpp.llama_memory_clear(memory, True)
-        for start in range(0, len(prompt), 64):  # the engine's prompt chunks (PROMPT_ROWS_PER_STEP-sized)
-            chunk = prompt[start:start + 64]
-            decode([(t, start + i, 0, start + i == len(prompt) - 1) for i, t in enumerate(chunk)])
-        seen = [logits_of(-1)]
+        rows = PROMPT_ROWS_PER_STEP  # the engine's prompt chunks
+        for start in range(0, len(prompt), rows):
+            chunk = prompt[start:start + rows]
+            decode(ctx, [(t, start + i, 0, start + i == len(prompt) - 1) for i, t in enumerate(chunk)])
+        seen = [logits_of(ctx, -1)]
         token = int(seen[0].argmax())
-        if way == "beside":
-            decode([(t, i, 1, False) for i, t in enumerate(prompt[:64])])
+        if way.endswith("beside"):
+            decode(ctx, [(t, i, 1, False) for i, t in enumerate(prompt[:rows])])
         started = time.perf_counter()
         for i in range(tokens):
             pos = len(prompt) + i
-            if way == "lone":
-                decode([(token, pos, 0, True)])
+            if way in ("lone", "bf16_lone"):
+                decode(ctx, [(token, pos, 0, True)])
             elif way == "lone_1_thread":
                 llama_cpp.llama_set_n_threads(ctx, 1, threads)
-                decode([(token, pos, 0, True)])
+                decode(ctx, [(token, pos, 0, True)])
                 llama_cpp.llama_set_n_threads(ctx, threads, threads)
             elif way == "padded":
-                decode([(token, pos, 0, True), (token, 0, 1, False)])
+                decode(ctx, [(token, pos, 0, True), (token, 0, 1, False)])
                 llama_cpp.llama_memory_seq_rm(memory, 1, 0, -1)
             else:
-                decode([(token, pos, 0, True), (token, 64 + i, 1, False)])
-            seen.append(logits_of(0))
+                decode(ctx, [(token, pos, 0, True), (token, rows + i, 1, False)])
+            seen.append(logits_of(ctx, 0))
             token = int(seen[-1].argmax())
         return tokens / (time.perf_counter() - started), seen
 
@@ -105,9 +114,9 @@ def run(threads: int, tokens: int, repeats: int) -> dict[str, Any]:
             rates[way].append(round(rate, 1))
             logits[way] = seen
     llama_cpp.llama_batch_free(batch)
-    llama_cpp.llama_free(ctx)
+    for ctx in contexts.values():
+        llama_cpp.llama_free(ctx)
     llama_cpp.llama_model_free(model)
-    reference = logits["beside"]
     medians = {way: statistics.median(r) for way, r in rates.items()}
     return {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": threads},
@@ -117,11 +126,24 @@ def run(threads: int, tokens: int, repeats: int) -> dict[str, Any]:
         "decode_tok_s": rates,
         "decode_tok_s_median": medians,
         "padded_vs_lone": round(medians["padded"] / medians["lone"], 3),
-        "max_abs_logit_difference_vs_beside": {
-            way: float(max(abs(a - b).max() for a, b in zip(seen, reference, strict=True)))
+        "bf16_lone_vs_padded": round(medians["bf16_lone"] / medians["padded"], 3),
+        "bf16_lone_vs_lone": round(medians["bf16_lone"] / medians["lone"], 3),
+        "bf16_vs_f16_keys": _key_types_compared(logits["beside"], logits["bf16_beside"]),
+        "max_abs_logit_difference_vs_beside": {  # bf16 ways against bf16_beside
+            way: float(max(abs(a - b).max() for a, b in zip(
+                seen, logits["bf16_beside" if way.startswith("bf16_") else "beside"], strict=True)))
             for way, seen in logits.items()
         },
     }
+
+
+def _key_types_compared(f16: list[Any], bf16: list[Any]) -> dict[str, Any]:
+    """What bf16 keys change against f16 keys: the prompt's last logits, and how long greedy answers agree."""
+    greedy = [(int(a.argmax()), int(b.argmax())) for a, b in zip(f16, bf16, strict=True)]
+    same = next((i for i, (a, b) in enumerate(greedy) if a != b), len(greedy))
+    return {"prompt_logits_max_abs_difference": round(float(abs(f16[0] - bf16[0]).max()), 4),
+            "prompt_top1_equal": greedy[0][0] == greedy[0][1],
+            "greedy_tokens_equal_before_first_difference": same, "of": len(greedy)}
 
 
 def main() -> None:

@@ -75,6 +75,13 @@ class EngineSettings(BaseModel):
         description="llama.cpp's repacked weight buffers: 'on' (all, AMX included), 'repack' (CPU_REPACK but "
         "never AMX), 'off' (plain CPU buffers), 'auto' ('repack' on an AMX build, else 'on'). See docs/engine.md.",
     )
+    cache_type_k: Literal["auto", "f16", "bf16"] = Field(
+        default="auto",
+        description="Element type of the KV cache's keys (values stay f16): 'bf16' sends every attention shape "
+        "to ggml's per-row kernel (answers independent of the batch, no padded lone steps, faster long-context "
+        "decode); 'auto': bf16 for models on the CPU where it has bf16 vector code (x86-64 AVX2, arm64 BF16) "
+        "and batch_invariant is on, else f16. See docs/engine.md.",
+    )
     context_length: int = Field(default=4096, description="Default context window per sequence, in tokens.")
     max_concurrent_sequences: int = Field(
         default=8, description="Sequences decoded together in one batch (KV cache slots)."
@@ -93,9 +100,9 @@ class EngineSettings(BaseModel):
     batch_invariant: bool = Field(
         default=True,
         description="Keep each sequence's numbers independent of what else is in the batch: prompts go in chunks "
-        "of at most 63 rows, and a lone one-token step past 256 KV cells gets a padding row when steps use 2+ "
-        "threads; false: whole prompts per step and no padding, faster, answers may depend on the batch "
-        "(docs/engine.md).",
+        "of at most 63 rows, and with f16 keys (cache_type_k) a lone one-token step past 256 KV cells gets a "
+        "padding row when steps use 2+ threads; false: whole prompts per step and no padding, faster first "
+        "tokens, answers may depend on the batch (docs/engine.md).",
     )
     raw_prompt_control_tokens: bool = Field(
         default=False,

@@ -36,6 +36,8 @@ def test_a_private_home_and_pinned_models_are_all_well(tmp_path: Path) -> None:
     assert report["home"]["mode"] == "0700" and report["home"]["files"] == {"server.secret": "0600"}
     assert "CPU" in report["llama_cpp"]["system_info"]
     assert report["llama_cpp"]["cpu_extra_buffers_resolved"] in ("on", "repack", "off")
+    assert report["llama_cpp"]["cache_type_k"] == "auto" and report["llama_cpp"]["cache_type_k_resolved"] in (
+        "f16", "bf16")
     assert [m["digest"] for m in report["models"]] == ["not pinned"]  # the embedded model
 
 

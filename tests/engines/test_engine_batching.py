@@ -23,6 +23,7 @@ from openai import AsyncOpenAI
 from tests.conftest import TEST_THREADS
 
 from garrison.domain import GenerationDone, GenerationRequest, GenerationStarted, SamplingParams, TokenDelta
+from garrison.engines import cpu
 from garrison.engines.llama import PROMPT_ROWS_PER_STEP
 from processes import ServerProcess, clean_env, free_port
 
@@ -190,7 +191,9 @@ def test_prefix_of_a_running_sequence_is_copied_and_answers_identically(live_ser
         client = async_client(live_server)
         padded_before = engine.metrics()["padded_steps_total"]
         cold = await greedy(client)  # alone: one-token steps past LONE_STEP_CELLS, padded when threads > 1
-        if engine.metrics()["slots"] > 1 and TEST_THREADS > 1:
+        if engine.cache_type_k == "bf16":  # the per-row kernel at every shape: nothing to pad
+            assert engine.metrics()["padded_steps_total"] == padded_before
+        elif engine.metrics()["slots"] > 1 and TEST_THREADS > 1:
             assert engine.metrics()["padded_steps_total"] > padded_before
         long_stream = await client.completions.create(
             model=MODEL, prompt=prefix + "\nA summary:", temperature=0, max_tokens=400, stream=True,
@@ -233,7 +236,9 @@ def test_switching_threads_between_steps_changes_no_bit(live_server) -> None:
         with governed(engine, Scripted(counts)) as governor:
             answers[name] = asyncio.run(greedy())
         assert set(governor.used) == set(counts)
-        if name == "two" and engine.metrics()["slots"] > 1:
+        if engine.cache_type_k == "bf16":
+            assert engine.metrics()["padded_steps_total"] == padded_before  # exact without padding rows
+        elif name == "two" and engine.metrics()["slots"] > 1:
             assert engine.metrics()["padded_steps_total"] > padded_before  # the padding row kept it exact
     assert answers["alternating"] == answers["two"] == answers["one"]
 
@@ -308,6 +313,46 @@ def test_without_batch_invariance_a_prompt_goes_in_whole(live_server, tmp_path) 
                            timeout=120)
         assert reply.status_code == 200 and reply.json()["usage"]["prompt_tokens"] > 2 * PROMPT_ROWS_PER_STEP
         assert steps() - before_steps == 1
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(TEST_THREADS < 2, reason="one thread never takes the split kernel: nothing is padded")
+def test_with_f16_keys_a_lone_long_step_is_padded_and_answers_as_beside_another(live_server, tmp_path) -> None:
+    """f16 keys and values send a lone one-token step past 512 cells to ggml's split-KV kernel; the padding row
+    keeps such answers bit-identical to the same answer decoded beside another sequence."""
+    assert engine_of(live_server).cache_type_k == cpu.key_cache_type("auto", on_gpu=False)
+    prompt = f"Log {uuid.uuid4().hex}:\n" + " ".join(f"Entry {n} reads {n * 7 % 13}." for n in range(60))
+    prompt += "\nThe entry with the largest reading is"
+    port = free_port()
+    cmd = [sys.executable, "-m", "garrison", "serve", "--no-auth", "--host", "127.0.0.1", "--port", str(port),
+           "--home", str(tmp_path / "home"), "--no-embeddings", "--threads", str(TEST_THREADS)]
+    server = ServerProcess(cmd, f"http://127.0.0.1:{port}/health", "garrison with f16 keys",
+                           env=clean_env(GARRISON_ENGINE__CACHE_TYPE_K="f16",
+                                         GARRISON_ENGINE__ADAPTIVE_THREADS="false")).start()
+    base = f"http://127.0.0.1:{port}"
+
+    def padded() -> float:
+        text = httpx.get(f"{base}/metrics", timeout=30).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("garrison_engine_padded_steps_total{"))
+
+    def greedy() -> list[float]:
+        reply = httpx.post(f"{base}/v1/completions", timeout=120, json={
+            "model": MODEL, "prompt": prompt, "max_tokens": 12, "temperature": 0, "logprobs": 1})
+        assert reply.status_code == 200 and reply.json()["usage"]["prompt_tokens"] > 300
+        return list(reply.json()["choices"][0]["logprobs"]["token_logprobs"])
+
+    try:
+        before = padded()
+        alone = greedy()
+        assert padded() > before  # lone steps past 256 cells carried a padding row
+        long = {"model": MODEL, "prompt": prompt + "\nA summary:", "max_tokens": 400, "temperature": 0,
+                "stream": True, "ignore_eos": True}
+        with httpx.stream("POST", f"{base}/v1/completions", json=long, timeout=120) as stream:
+            next(stream.iter_lines())  # the long request is admitted and generating
+            beside = greedy()  # two streams in every step: the per-row kernel
+        assert beside == alone
     finally:
         server.stop()
 

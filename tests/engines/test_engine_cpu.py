@@ -34,6 +34,22 @@ def test_cpuinfo_flags_and_amx(tmp_path: Path) -> None:
     assert not cpu.cpu_info(tmp_path / "missing").has_amx
 
 
+def test_key_cache_type_is_bf16_on_cpus_with_bf16_vector_code_and_f16_on_gpus() -> None:
+    def info(*flags: str) -> cpu.CpuInfo:
+        return cpu.CpuInfo(model="test", flags=frozenset(flags), cores=2)
+
+    assert cpu.key_cache_type("auto", on_gpu=False, info=info("sse4_2", "avx2", "f16c")) == "bf16"
+    assert cpu.key_cache_type("auto", on_gpu=False, info=info("fp", "asimd", "bf16")) == "bf16"  # arm64 BF16
+    assert cpu.key_cache_type("auto", on_gpu=False, info=info("fp", "asimd")) == "f16"  # no bf16 dot code
+    assert cpu.key_cache_type("auto", on_gpu=False, info=info("sse4_2")) == "f16"
+    assert cpu.key_cache_type("auto", on_gpu=True, info=info("avx2")) == "f16"  # GPU kernels want matching types
+    # without batch invariance f16 keys keep ggml's tiled prefill kernel
+    assert cpu.key_cache_type("auto", on_gpu=False, batch_invariant=False, info=info("avx2")) == "f16"
+    assert cpu.key_cache_type("f16", on_gpu=False, info=info("avx2")) == "f16"
+    assert cpu.key_cache_type("bf16", on_gpu=True, info=info()) == "bf16"
+    assert cpu.GGML_TYPES == {"f16": 1, "bf16": 30}  # ggml.h's GGML_TYPE_F16 and GGML_TYPE_BF16
+
+
 def test_a_native_crash_in_the_probe_child_is_a_result() -> None:
     crashed = cpu.run_child([sys.executable, "-c", "import ctypes; ctypes.string_at(0)"], timeout_s=60)
     assert not crashed.ok

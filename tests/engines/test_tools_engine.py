@@ -29,6 +29,7 @@ from garrison.domain import (
     ToolSpec,
     collect,
 )
+from garrison.engines import cpu
 from garrison.engines.tools import plan_tools
 from garrison.errors import InvalidRequest
 
@@ -203,6 +204,7 @@ def _greedy_logprob(engine: Any, tokens: list[int]) -> float:
     ctx_params = llama_cpp.llama_context_default_params()
     ctx_params.n_ctx = 256
     ctx_params.n_batch = 256
+    ctx_params.type_k = cpu.GGML_TYPES[engine.cache_type_k]  # the engine's KV key type (bf16 on most CPUs)
     ctx = llama_cpp.llama_init_from_model(engine._model, ctx_params)
     try:
         ids = (llama_cpp.llama_token * len(tokens))(*tokens)  # kept alive: the batch points into it

@@ -44,7 +44,8 @@ def _print(data: dict) -> None:
         f"{(memory['available_bytes'] or 0) / gib:.1f} GiB available",
         f"llama.cpp   llama-cpp-python {llama['version']}; extra buffer types: "
         f"{', '.join(llama['extra_buffer_types']) or 'none'}; cpu_extra_buffers {llama['cpu_extra_buffers']} -> "
-        f"{llama['cpu_extra_buffers_resolved']}",
+        f"{llama['cpu_extra_buffers_resolved']}; KV keys {llama['cache_type_k_resolved']} "
+        f"(cache_type_k {llama['cache_type_k']})",
         f"            {llama['system_info']}",
         f"home        {home['path']} ({home.get('mode', 'missing')}), "
         + (", ".join(f"{k} {v}" for k, v in home["files"].items()) or "no files"),

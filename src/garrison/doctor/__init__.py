@@ -89,7 +89,10 @@ def _llama(settings: Settings, report: Report) -> dict[str, Any]:
     return {"version": llama_cpp.__version__,
             "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
             "extra_buffer_types": available, "cpu_extra_buffers": settings.engine.cpu_extra_buffers,
-            "cpu_extra_buffers_resolved": mode}
+            "cpu_extra_buffers_resolved": mode, "cache_type_k": settings.engine.cache_type_k,
+            "cache_type_k_resolved": cpu.key_cache_type(settings.engine.cache_type_k,
+                                                        on_gpu=settings.engine.n_gpu_layers != 0,
+                                                        batch_invariant=settings.engine.batch_invariant)}
 
 
 def _home(home: Path, report: Report) -> dict[str, Any]:

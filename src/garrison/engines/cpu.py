@@ -225,6 +225,33 @@ def plan(mode: Resolved, tensors: Iterable[tuple[str, int, list[int]]]) -> Buffe
     return result
 
 
+KeyType = Literal["auto", "f16", "bf16"]
+# ggml_type ids (ggml.h) of the key cache element types garrison offers
+GGML_TYPES: dict[str, int] = {"f16": 1, "bf16": 30}
+
+
+def key_cache_type(
+    setting: KeyType, *, on_gpu: bool, batch_invariant: bool = True, info: CpuInfo | None = None
+) -> Literal["f16", "bf16"]:
+    """The KV cache's key type: `setting`, or for `auto` bf16 where answers are to be batch invariant on a CPU
+    with bf16 vector code, else f16 (without the guarantee, f16 keys keep ggml's faster tiled prefill).
+
+    ggml's CPU flash attention takes a tiled kernel (64+ query rows of one sequence) or a split-KV kernel
+    (one row of one stream over 512+ cells) only when keys and values are both f16 (or f32); both sum in
+    another order than the per-row kernel, so a token's numbers would depend on its batch, its prompt's
+    chunking and the thread count. bf16 keys beside f16 values take the per-row kernel for every shape:
+    exact without padding rows, and a lone long-context step as fast as the split kernel (docs/engine.md).
+    ggml computes bf16 dot products with AVX2/AVX-512 on x86-64 and with the BF16 extension on arm64;
+    elsewhere, and on GPUs (whose kernels want matching types), keys stay f16.
+    """
+    if setting != "auto":
+        return setting
+    if on_gpu or not batch_invariant:
+        return "f16"
+    flags = (info or cpu_info()).flags
+    return "bf16" if "avx2" in flags or {"asimd", "bf16"} <= flags else "f16"
+
+
 def default_threads() -> int:
     """llama.cpp threads per step when `engine.threads` is unset: every core this process may use."""
     return usable_cores()

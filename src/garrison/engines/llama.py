@@ -100,6 +100,9 @@ class LlamaEngine:
         ctx_params.n_seq_max = n_slots
         ctx_params.n_threads = ctx_params.n_threads_batch = threads  # one-token steps and batches alike
         ctx_params.kv_unified = False  # one stream per sequence: see kvcache.py
+        self.cache_type_k = cpu.key_cache_type(engine.cache_type_k, on_gpu=info.n_gpu_layers != 0,
+                                               batch_invariant=engine.batch_invariant)
+        ctx_params.type_k = cpu.GGML_TYPES[self.cache_type_k]  # bf16: the per-row attention kernel always
         ctx_params.no_perf = True
         self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
@@ -122,6 +125,7 @@ class LlamaEngine:
             name=info.id,
             threads=threads,
             batch_invariant=engine.batch_invariant,
+            lone_steps_split=self.cache_type_k == "f16",  # f16 keys and values: ggml's split-KV kernel
             slot_capacity=info.context_length,
         )
         self.kv_cells_total = int(llama_cpp.llama_n_ctx(self._ctx))
@@ -131,9 +135,10 @@ class LlamaEngine:
         self.n_slots = n_slots
         loop.attach(self._scheduler)
         governor = loop.governor
-        log.info("llama engine %s: %d slots x %d tokens, batch %d, %s threads, extra buffers %s (%s)", info.id,
-                 n_slots, info.context_length, n_batch,
-                 f"{governor.fewest}-{governor.most} (by contention)" if governor else threads, self.buffers.mode,
+        log.info("llama engine %s: %d slots x %d tokens, batch %d, %s threads, %s keys, extra buffers %s (%s)",
+                 info.id, n_slots, info.context_length, n_batch,
+                 f"{governor.fewest}-{governor.most} (by contention)" if governor else threads, self.cache_type_k,
+                 self.buffers.mode,
                  ", ".join(f"{k} {v:.0f} MiB" for k, v in self.buffer_types.items()) or "-")
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 # 256) split across threads, each summing a share of the cells; its results differ in the last bits from the
 # per-row path every other step takes, so a sequence's tokens would depend on whether it ran alone. A lone
 # one-token step past this many cells therefore carries a padding row in a neighbouring free stream (two
-# streams take the per-row path), whose cell is dropped after the step. One thread never splits.
+# streams take the per-row path), whose cell is dropped after the step. One thread never splits, and neither
+# do bf16 keys (`lone_steps_split` False: cpu.key_cache_type), which need no padding.
 LONE_STEP_CELLS = 256
 
 Outcome = GenerationEvent | BaseException
@@ -112,12 +113,14 @@ class BatchScheduler:
         name: str,
         threads: int = 1,
         batch_invariant: bool = True,
+        lone_steps_split: bool = True,
         slot_capacity: int = 0,
     ) -> None:
         self.name = name
         self._ctx = ctx
         self.threads = threads  # llama.cpp's threads for this context's steps (set_threads changes it)
         self._batch_invariant = batch_invariant and slot_capacity > 0
+        self._pad_lone_steps = self._batch_invariant and lone_steps_split  # see LONE_STEP_CELLS
         self._slot_capacity = slot_capacity
         self._slots = SlotTable(memory, n_slots, prefix_cache=prefix_cache)
         self._n_batch = n_batch
@@ -338,7 +341,7 @@ class BatchScheduler:
 
     def _pad_lone_step(self, fed: list[tuple[Sequence, list[int]]]) -> Slot | None:
         """Add a padding row beside a lone one-token step past `LONE_STEP_CELLS`; the slot it wrote to."""
-        if not self._batch_invariant or self.threads < 2 or self._batch.n_tokens != 1:
+        if not self._pad_lone_steps or self.threads < 2 or self._batch.n_tokens != 1:
             return None
         slot = _slot(fed[0][0])
         if len(slot.tokens) + 1 <= LONE_STEP_CELLS:
