@@ -363,7 +363,8 @@ class FederationSettings(BaseModel):
         default_factory=list, description="[[federation.peers]]: local gateways whose tokens this one accepts."
     )
     replay_capacity: int = Field(
-        default=100_000, ge=1000, description="Token ids remembered against replay (per process), oldest dropped."
+        default=100_000, ge=1000, description="Unexpired peer token ids remembered against replay (per process); "
+        "when all are still live, further peer tokens get 503 with Retry-After until one expires."
     )
 
     @field_validator("peers")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from garrison.errors import Unauthenticated
+from garrison.errors import Overloaded, Unauthenticated
 from garrison.security.federation import TokenSigner, TokenVerifier, TrustedPeer, lower_clearance, public_key_text
 from garrison.security.principal import Principal
 
@@ -19,6 +19,28 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def test_a_full_replay_memory_refuses_new_tokens_until_one_expires_and_never_forgets_a_live_one() -> None:
+    clock = Clock()
+    signer = TokenSigner.generate("laptop-7", clock)
+    verifier = TokenVerifier("central", [TrustedPeer.from_pem("laptop-7", signer.public_pem(), "restricted")],
+                             clock, seen_capacity=2)
+    first = signer.mint(_user(), audience="central", request_id="r1", ttl_s=10)
+    clock.now += 1
+    second = signer.mint(_user(), audience="central", request_id="r2", ttl_s=30)
+    verifier.verify(first)
+    verifier.verify(second)
+    third = signer.mint(_user(), audience="central", request_id="r3", ttl_s=30)
+    with pytest.raises(Overloaded) as full:
+        verifier.verify(third)
+    assert full.value.status == 503 and full.value.code == "replay_memory_full"
+    assert full.value.retry_after == pytest.approx(9.0)  # until the first id expires
+    assert _code(verifier, first) == "peer_token_replayed"  # nothing live was forgotten
+    assert _code(verifier, second) == "peer_token_replayed"
+    clock.now += 9.5  # the first id expired: room for one
+    assert verifier.verify(third).request_id == "r3"
+    assert _code(verifier, second) == "peer_token_replayed"
 
 
 def _user(clearance: str = "confidential") -> Principal:

@@ -31,7 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from garrison.errors import ConfigError, Unauthenticated
+from garrison.errors import ConfigError, Overloaded, Unauthenticated
 from garrison.security.principal import CLEARANCES, SCOPES, Limits, Principal
 from garrison.store.times import Clock
 
@@ -272,6 +272,25 @@ class TokenVerifier:
         self._capacity = seen_capacity
         self._lock = threading.Lock()
 
+    def _make_room(self, now: float) -> None:
+        """Forget expired token ids (they can no longer be replayed); never one that could still be.
+
+        Full of live ids (more than `replay_capacity` peer tokens within their lifetime of at most 60 s), the
+        token is refused with 503 and Retry-After rather than an unexpired id forgotten, which would let
+        that token be replayed.
+        """
+        while self._seen and next(iter(self._seen.values())) <= now:
+            self._seen.popitem(last=False)
+        if len(self._seen) < self._capacity:
+            return
+        for key in [key for key, exp in self._seen.items() if exp <= now]:  # ids live for different times
+            del self._seen[key]
+        if len(self._seen) >= self._capacity:
+            retry = max(1.0, min(self._seen.values()) - now)
+            raise Overloaded(f"this gateway remembers {self._capacity} unexpired peer token ids against replay "
+                             "and takes no more until one expires; raise federation.replay_capacity",
+                             retry_after=retry, code="replay_memory_full")
+
     def verify(self, token: str) -> PeerClaims:
         """The claims of a valid token, or Unauthenticated saying what is wrong with it."""
         parts = token.split(".")
@@ -321,11 +340,10 @@ class TokenVerifier:
         if clearance not in CLEARANCES:
             raise Unauthenticated("peer token names an unknown clearance", code="peer_token_invalid")
         with self._lock:
-            while self._seen and (next(iter(self._seen.values())) <= now or len(self._seen) >= self._capacity):
-                self._seen.popitem(last=False)  # expired ones can no longer be replayed anyway
             seen = f"{peer.name}:{jti}"
             if seen in self._seen:
                 raise Unauthenticated("peer token was already used", code="peer_token_replayed")
+            self._make_room(now)
             self._seen[seen] = exp
         if self._shared is not None and not self._shared.first_use(seen, exp):  # taken by another gateway
             raise Unauthenticated("peer token was already used", code="peer_token_replayed")
