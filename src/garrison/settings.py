@@ -79,8 +79,8 @@ class EngineSettings(BaseModel):
         default="auto",
         description="Element type of the KV cache's keys (values stay f16): 'bf16' sends every attention shape "
         "to ggml's per-row kernel (answers independent of the batch, no padded lone steps, faster long-context "
-        "decode); 'auto': bf16 for models on the CPU where it has bf16 vector code (x86-64 AVX2, arm64 BF16) "
-        "and batch_invariant is on, else f16. See docs/engine.md.",
+        "decode); 'auto': bf16 for models on the CPU where it and the llama.cpp build have bf16 vector code "
+        "(x86-64 AVX2, arm64 BF16) and batch_invariant is on, else f16. See docs/engine.md.",
     )
     context_length: int = Field(default=4096, description="Default context window per sequence, in tokens.")
     max_concurrent_sequences: int = Field(

@@ -38,16 +38,23 @@ def test_key_cache_type_is_bf16_on_cpus_with_bf16_vector_code_and_f16_on_gpus() 
     def info(*flags: str) -> cpu.CpuInfo:
         return cpu.CpuInfo(model="test", flags=frozenset(flags), cores=2)
 
-    assert cpu.key_cache_type("auto", on_gpu=False, info=info("sse4_2", "avx2", "f16c")) == "bf16"
-    assert cpu.key_cache_type("auto", on_gpu=False, info=info("fp", "asimd", "bf16")) == "bf16"  # arm64 BF16
-    assert cpu.key_cache_type("auto", on_gpu=False, info=info("fp", "asimd")) == "f16"  # no bf16 dot code
-    assert cpu.key_cache_type("auto", on_gpu=False, info=info("sse4_2")) == "f16"
-    assert cpu.key_cache_type("auto", on_gpu=True, info=info("avx2")) == "f16"  # GPU kernels want matching types
-    # without batch invariance f16 keys keep ggml's tiled prefill kernel
-    assert cpu.key_cache_type("auto", on_gpu=False, batch_invariant=False, info=info("avx2")) == "f16"
-    assert cpu.key_cache_type("f16", on_gpu=False, info=info("avx2")) == "f16"
-    assert cpu.key_cache_type("bf16", on_gpu=True, info=info()) == "bf16"
+    x86, arm = frozenset({"AVX", "AVX2", "F16C"}), frozenset({"NEON", "ARM_FMA"})
+
+    def auto(flags: cpu.CpuInfo, build: frozenset[str], **kw: bool) -> str:
+        return cpu.key_cache_type("auto", on_gpu=kw.get("on_gpu", False),
+                                  batch_invariant=kw.get("batch_invariant", True), info=flags, build=build)
+
+    assert auto(info("sse4_2", "avx2", "f16c"), x86) == "bf16"
+    assert auto(info("fp", "asimd", "bf16"), arm) == "bf16"  # arm64 with BF16
+    assert auto(info("fp", "asimd"), arm) == "f16"  # no bf16 dot code
+    assert auto(info("sse4_2"), frozenset({"SSE3"})) == "f16"
+    assert auto(info("avx2", "f16c"), frozenset({"SSE3"})) == "f16"  # a generic build: no AVX2 code compiled
+    assert auto(info("avx2"), x86, on_gpu=True) == "f16"  # GPU kernels want matching types
+    assert auto(info("avx2"), x86, batch_invariant=False) == "f16"  # f16 keeps ggml's tiled prefill kernel
+    assert cpu.key_cache_type("f16", on_gpu=False, info=info("avx2"), build=x86) == "f16"
+    assert cpu.key_cache_type("bf16", on_gpu=True, info=info(), build=frozenset()) == "bf16"
     assert cpu.GGML_TYPES == {"f16": 1, "bf16": 30}  # ggml.h's GGML_TYPE_F16 and GGML_TYPE_BF16
+    assert "AVX2" in cpu.build_features() or "avx2" not in cpu.cpu_info().flags  # this machine's native build
 
 
 def test_a_native_crash_in_the_probe_child_is_a_result() -> None:

@@ -230,8 +230,18 @@ KeyType = Literal["auto", "f16", "bf16"]
 GGML_TYPES: dict[str, int] = {"f16": 1, "bf16": 30}
 
 
+@functools.cache
+def build_features() -> frozenset[str]:
+    """The CPU features this llama.cpp build was compiled for, from its system info ('AVX2 = 1 | ...')."""
+    import llama_cpp
+
+    text = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+    return frozenset(re.findall(r"([A-Z0-9_]+) = 1", text))
+
+
 def key_cache_type(
-    setting: KeyType, *, on_gpu: bool, batch_invariant: bool = True, info: CpuInfo | None = None
+    setting: KeyType, *, on_gpu: bool, batch_invariant: bool = True, info: CpuInfo | None = None,
+    build: frozenset[str] | None = None,
 ) -> Literal["f16", "bf16"]:
     """The KV cache's key type: `setting`, or for `auto` bf16 where answers are to be batch invariant on a CPU
     with bf16 vector code, else f16 (without the guarantee, f16 keys keep ggml's faster tiled prefill).
@@ -241,15 +251,19 @@ def key_cache_type(
     another order than the per-row kernel, so a token's numbers would depend on its batch, its prompt's
     chunking and the thread count. bf16 keys beside f16 values take the per-row kernel for every shape:
     exact without padding rows, and a lone long-context step as fast as the split kernel (docs/engine.md).
-    ggml computes bf16 dot products with AVX2/AVX-512 on x86-64 and with the BF16 extension on arm64;
-    elsewhere, and on GPUs (whose kernels want matching types), keys stay f16.
+    ggml computes bf16 dot products with AVX2/AVX-512 on x86-64 and with the BF16 extension on arm64, where
+    both the CPU (`info`) and the build (`build`, its compiled features) have them; elsewhere, and on GPUs
+    (whose kernels want matching types), keys stay f16.
     """
     if setting != "auto":
         return setting
     if on_gpu or not batch_invariant:
         return "f16"
     flags = (info or cpu_info()).flags
-    return "bf16" if "avx2" in flags or {"asimd", "bf16"} <= flags else "f16"
+    compiled = build_features() if build is None else build
+    x86 = "avx2" in flags and "AVX2" in compiled
+    arm = {"asimd", "bf16"} <= flags and "NEON" in compiled
+    return "bf16" if x86 or arm else "f16"
 
 
 def default_threads() -> int:
